@@ -1,0 +1,336 @@
+//! The settings the core's decisions depend on. The shell reads TOML into its own config and
+//! derives this one; the journal records it so a replay uses exactly the settings that applied.
+
+use serde::{Deserialize, Serialize};
+
+/// The largest number of peers a node can have (a cluster of at most 8 nodes). Peer tables
+/// are fixed arrays of this size, so nothing grows with the cluster at run time.
+pub const MAX_PEERS: usize = 7;
+
+/// The largest `psql_error_count` accepted: a bound on evidence arrays and on detection time.
+pub const MAX_ERROR_COUNT: u32 = 64;
+
+/// How the cluster is shaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Topology {
+    /// Replication disabled: one node, always master.
+    Standalone,
+    /// Exactly two nodes with automatic failover (the seed's HA topology).
+    Ha,
+    /// One master and its replicas; promotion is left to the operator.
+    Star,
+}
+
+/// What a master does when it sees another master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SplitBrainRule {
+    /// The seed's rule: both masters release the VIP, stop postgres and stay fenced until an
+    /// operator runs `recover`. Downtime rather than diverging data.
+    BothStop,
+    /// The node on the older timeline steps down and re-clones from the newer one, which keeps
+    /// serving. On equal timelines both stop, as with `BothStop`.
+    OlderTimelineStepsDown,
+}
+
+impl SplitBrainRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitBrainRule::BothStop => "both-stop",
+            SplitBrainRule::OlderTimelineStepsDown => "older-timeline-steps-down",
+        }
+    }
+}
+
+/// A peer as the core knows it: a name for reasons, and its bootstrap index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerConfig {
+    pub name: String,
+    pub index: u32,
+}
+
+/// Every setting the core's decisions depend on. Durations are milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub name: String,
+    /// Bootstrap order: index 0 inits the first master.
+    pub index: u32,
+    pub peers: Vec<PeerConfig>,
+    pub topology: Topology,
+    /// How long a node with data waits for a peer to report master before it leads.
+    pub grace_ms: u64,
+    /// Added to `grace_ms` once per index, so two nodes restarted together do not both elect
+    /// themselves: index 0 leads first and the other sees it as master.
+    pub grace_stagger_ms: u64,
+    /// The bound on one probe, connect to answer.
+    pub connect_timeout_ms: u64,
+    /// Consecutive failed probes of the master before the replica promotes.
+    pub psql_error_count: u32,
+    pub probe_interval_ms: u64,
+    /// How long "starting up" or "shutting down" is tolerated before it counts as a failure.
+    pub transition_bound_ms: u64,
+    pub split_brain: SplitBrainRule,
+    /// Whether a VIP is configured (the core then emits acquire and release commands).
+    pub vip: bool,
+    /// Whether a proxy (PgBouncer) is configured (pause, repoint, resume commands).
+    pub proxy: bool,
+    /// Whether hooks are configured (role-change hook commands).
+    pub hooks: bool,
+}
+
+impl Config {
+    /// The seed release's defaults for a node of a two-node HA cluster.
+    pub fn ha_pair(name: &str, index: u32, peer: &str, peer_index: u32) -> Config {
+        Config {
+            name: name.to_string(),
+            index,
+            peers: vec![PeerConfig {
+                name: peer.to_string(),
+                index: peer_index,
+            }],
+            topology: Topology::Ha,
+            grace_ms: 15_000,
+            grace_stagger_ms: 5_000,
+            connect_timeout_ms: 5_000,
+            psql_error_count: 3,
+            probe_interval_ms: 1_000,
+            transition_bound_ms: 30_000,
+            split_brain: SplitBrainRule::BothStop,
+            vip: false,
+            proxy: false,
+            hooks: false,
+        }
+    }
+
+    pub fn peer_name(&self, peer: crate::PeerId) -> &str {
+        self.peers
+            .get(peer.index())
+            .map(|p| p.name.as_str())
+            .unwrap_or("?")
+    }
+
+    /// Checks the settings. Errors make the configuration unusable; warnings name settings
+    /// that risk a needless failover or split-brain.
+    pub fn validate(&self) -> Result<Vec<ConfigWarning>, ConfigError> {
+        if self.peers.len() > MAX_PEERS {
+            return Err(ConfigError::TooManyPeers {
+                count: self.peers.len(),
+            });
+        }
+        match self.topology {
+            Topology::Standalone if !self.peers.is_empty() => {
+                return Err(ConfigError::TopologyPeers {
+                    topology: self.topology,
+                    peers: self.peers.len(),
+                });
+            }
+            Topology::Ha if self.peers.len() != 1 => {
+                return Err(ConfigError::TopologyPeers {
+                    topology: self.topology,
+                    peers: self.peers.len(),
+                });
+            }
+            Topology::Star if self.peers.is_empty() => {
+                return Err(ConfigError::TopologyPeers {
+                    topology: self.topology,
+                    peers: 0,
+                });
+            }
+            _ => {}
+        }
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.index == self.index {
+                return Err(ConfigError::DuplicateIndex {
+                    index: p.index,
+                    name: p.name.clone(),
+                });
+            }
+            if p.name == self.name || self.peers[..i].iter().any(|q| q.name == p.name) {
+                return Err(ConfigError::DuplicateName {
+                    name: p.name.clone(),
+                });
+            }
+            if self.peers[..i].iter().any(|q| q.index == p.index) {
+                return Err(ConfigError::DuplicateIndex {
+                    index: p.index,
+                    name: p.name.clone(),
+                });
+            }
+        }
+        let positive = [
+            ("replication.connect_timeout", self.connect_timeout_ms),
+            ("replication.probe_interval", self.probe_interval_ms),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::Zero { key });
+            }
+        }
+        if self.psql_error_count == 0 || self.psql_error_count > MAX_ERROR_COUNT {
+            return Err(ConfigError::ErrorCount {
+                value: self.psql_error_count,
+            });
+        }
+        let mut warnings = Vec::new();
+        if self.connect_timeout_ms < self.probe_interval_ms {
+            warnings.push(ConfigWarning::ConnectTimeoutBelowInterval);
+        }
+        if self.topology == Topology::Ha && self.psql_error_count < 2 {
+            warnings.push(ConfigWarning::SingleFailurePromotes);
+        }
+        if self.topology == Topology::Ha
+            && self.grace_ms < self.connect_timeout_ms * u64::from(self.psql_error_count)
+        {
+            warnings.push(ConfigWarning::GraceBelowDetection);
+        }
+        Ok(warnings)
+    }
+
+    /// The bound on how long two masters that can see each other both accept writes:
+    /// the next probe, its answer, and the stop (the shell bounds a stop by `stop_bound_ms`).
+    pub fn split_brain_bound_ms(&self, stop_bound_ms: u64) -> u64 {
+        self.probe_interval_ms + self.connect_timeout_ms + stop_bound_ms
+    }
+
+    /// The settings `pgha journal replay --set` may change, with their current values.
+    pub const SETTABLE: &'static [&'static str] = &[
+        "replication.grace",
+        "replication.grace_stagger",
+        "replication.connect_timeout",
+        "replication.psql_error_count",
+        "replication.probe_interval",
+        "replication.transition_bound",
+        "replication.split_brain",
+    ];
+
+    /// Changes one setting by its configuration key (seconds, fractions allowed, for
+    /// durations), for what-if replay. The error names the key or the value.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let secs = |v: &str| -> Result<u64, ConfigError> {
+            let s: f64 = v.trim().parse().map_err(|_| ConfigError::BadValue {
+                key: key.to_string(),
+                value: v.to_string(),
+            })?;
+            if !s.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&s) {
+                return Err(ConfigError::BadValue {
+                    key: key.to_string(),
+                    value: v.to_string(),
+                });
+            }
+            Ok((s * 1000.0).round() as u64)
+        };
+        match key {
+            "replication.grace" => self.grace_ms = secs(value)?,
+            "replication.grace_stagger" => self.grace_stagger_ms = secs(value)?,
+            "replication.connect_timeout" => self.connect_timeout_ms = secs(value)?,
+            "replication.probe_interval" => self.probe_interval_ms = secs(value)?,
+            "replication.transition_bound" => self.transition_bound_ms = secs(value)?,
+            "replication.psql_error_count" => {
+                self.psql_error_count = value.trim().parse().map_err(|_| ConfigError::BadValue {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                })?
+            }
+            "replication.split_brain" => {
+                self.split_brain = match value.trim() {
+                    "both-stop" => SplitBrainRule::BothStop,
+                    "older-timeline-steps-down" => SplitBrainRule::OlderTimelineStepsDown,
+                    _ => {
+                        return Err(ConfigError::BadValue {
+                            key: key.to_string(),
+                            value: value.to_string(),
+                        });
+                    }
+                }
+            }
+            _ => {
+                return Err(ConfigError::UnknownKey {
+                    key: key.to_string(),
+                });
+            }
+        }
+        self.validate().map(|_| ())
+    }
+}
+
+/// A configuration the core cannot run with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    TooManyPeers { count: usize },
+    TopologyPeers { topology: Topology, peers: usize },
+    DuplicateIndex { index: u32, name: String },
+    DuplicateName { name: String },
+    Zero { key: &'static str },
+    ErrorCount { value: u32 },
+    UnknownKey { key: String },
+    BadValue { key: String, value: String },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::TooManyPeers { count } => write!(
+                f,
+                "{count} peers configured; at most {MAX_PEERS} are supported"
+            ),
+            ConfigError::TopologyPeers { topology, peers } => match topology {
+                Topology::Standalone => write!(
+                    f,
+                    "replication is disabled but {peers} peers are configured"
+                ),
+                Topology::Ha => write!(
+                    f,
+                    "the HA topology needs exactly one peer, {peers} configured"
+                ),
+                Topology::Star => write!(f, "the star topology needs at least one peer"),
+            },
+            ConfigError::DuplicateIndex { index, name } => {
+                write!(f, "index {index} of peer {name} is used twice")
+            }
+            ConfigError::DuplicateName { name } => write!(f, "node name {name} is used twice"),
+            ConfigError::Zero { key } => write!(f, "{key} must be greater than 0"),
+            ConfigError::ErrorCount { value } => {
+                write!(
+                    f,
+                    "replication.psql_error_count = {value}: must be between 1 and {MAX_ERROR_COUNT}"
+                )
+            }
+            ConfigError::UnknownKey { key } => {
+                write!(
+                    f,
+                    "unknown setting {key}; settable: {}",
+                    Config::SETTABLE.join(", ")
+                )
+            }
+            ConfigError::BadValue { key, value } => write!(f, "bad value {value:?} for {key}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A configuration that runs but risks a needless failover or a split-brain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigWarning {
+    ConnectTimeoutBelowInterval,
+    SingleFailurePromotes,
+    GraceBelowDetection,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigWarning::ConnectTimeoutBelowInterval => write!(
+                f,
+                "replication.connect_timeout is shorter than replication.probe_interval: a slow but healthy master may be declared dead (split-brain risk)"
+            ),
+            ConfigWarning::SingleFailurePromotes => write!(
+                f,
+                "replication.psql_error_count < 2: one dropped probe promotes the replica (split-brain risk)"
+            ),
+            ConfigWarning::GraceBelowDetection => write!(
+                f,
+                "replication.grace is shorter than connect_timeout x psql_error_count: a restarting node may lead before it could see a live master"
+            ),
+        }
+    }
+}

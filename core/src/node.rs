@@ -1,0 +1,872 @@
+//! The state machine of one pgha node.
+
+use std::collections::VecDeque;
+
+use crate::reason::{AfterStop, Failures, Reason, State, Transition};
+use crate::{
+    Command, CommandId, CommandKind, Config, DataDir, Event, Hook, LocalFacts, MAX_PEERS,
+    OperatorRequest, PeerId, ProbeResult, ProxyTarget, Role, SplitBrainRule, StartAs, StopMode,
+    Timeline, Timestamp, Topology,
+};
+
+/// The most commands one input can produce: a probe per server and a handful of actions.
+/// The queue is allocated once at this size; the drain contract keeps it from growing.
+pub const COMMAND_QUEUE: usize = 32;
+/// The most transitions one input can produce.
+pub const TRANSITION_QUEUE: usize = 8;
+
+/// One probed server: the probe in flight, when the next is due, and the failure run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    /// The probe in flight and the deadline after which it counts as a timeout.
+    in_flight: Option<(CommandId, Timestamp)>,
+    next_due: Timestamp,
+    failures: Failures,
+    /// When the server first answered "starting up" or "shutting down" in the current run.
+    transitional_since: Option<Timestamp>,
+    last: Option<(Timestamp, ProbeResult)>,
+}
+
+/// What a probe result means for the run of failures, after the transition bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Health {
+    /// Answered master or replica.
+    Up,
+    /// Starting up or shutting down, within the bound: neither a failure nor an answer.
+    Transitional,
+    Failed,
+}
+
+/// One pgha node's decisions. See the crate documentation for the drain contract.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    state: State,
+    paused: bool,
+    next_id: u64,
+    commands: VecDeque<Command>,
+    transitions: VecDeque<Transition>,
+    local: Slot,
+    peers: [Slot; MAX_PEERS],
+    /// The action the current state waits for.
+    awaiting: Option<(CommandId, CommandKind)>,
+    data: Option<DataDir>,
+    local_timeline: Option<Timeline>,
+    vip_held: bool,
+    vip_pending: Option<CommandId>,
+    /// When a failed step is retried, or a found master may be acted on again.
+    retry_at: Option<Timestamp>,
+    state_since: Timestamp,
+    last_transition: Option<Transition>,
+    /// The role when the current input began, to emit the role-change hook once.
+    role_at_input: Role,
+}
+
+impl Node {
+    /// A node in [`State::Init`]; it acts from the [`Event::Started`] event on.
+    /// The configuration should have passed [`Config::validate`].
+    pub fn new(config: Config) -> Node {
+        debug_assert!(
+            config.validate().is_ok(),
+            "invalid config: {:?}",
+            config.validate()
+        );
+        Node {
+            config,
+            state: State::Init,
+            paused: false,
+            next_id: 1,
+            commands: VecDeque::with_capacity(COMMAND_QUEUE),
+            transitions: VecDeque::with_capacity(TRANSITION_QUEUE),
+            local: Slot::default(),
+            peers: [Slot::default(); MAX_PEERS],
+            awaiting: None,
+            data: None,
+            local_timeline: None,
+            vip_held: false,
+            vip_pending: None,
+            retry_at: None,
+            state_since: Timestamp::ZERO,
+            last_transition: None,
+            role_at_input: Role::None,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn role(&self) -> Role {
+        self.state.role()
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// The timeline the local postgres last reported.
+    pub fn local_timeline(&self) -> Option<Timeline> {
+        self.local_timeline
+    }
+
+    /// Whether this node believes it holds the VIP.
+    pub fn vip_held(&self) -> bool {
+        self.vip_held
+    }
+
+    pub fn last_transition(&self) -> Option<&Transition> {
+        self.last_transition.as_ref()
+    }
+
+    /// When the current state was entered.
+    pub fn state_since(&self) -> Timestamp {
+        self.state_since
+    }
+
+    /// The last probe result of a peer and when it arrived.
+    pub fn peer_last(&self, peer: PeerId) -> Option<(Timestamp, ProbeResult)> {
+        self.peers.get(peer.index()).and_then(|s| s.last)
+    }
+
+    /// The last local probe result and when it arrived.
+    pub fn local_last(&self) -> Option<(Timestamp, ProbeResult)> {
+        self.local.last
+    }
+
+    /// The next command for the shell, until `None`.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// The next transition to journal and log, until `None`.
+    pub fn poll_transition(&mut self) -> Option<Transition> {
+        self.transitions.pop_front()
+    }
+
+    /// The earliest deadline at which [`Node::handle_timeout`] has work, if any.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let mut next: Option<Timestamp> = None;
+        let mut consider = |t: Timestamp| next = Some(next.map_or(t, |n| n.min(t)));
+        if self.local_active() {
+            consider(self.local.in_flight.map_or(self.local.next_due, |(_, d)| d));
+        }
+        if self.peers_active() {
+            for s in &self.peers[..self.config.peers.len()] {
+                consider(s.in_flight.map_or(s.next_due, |(_, d)| d));
+            }
+        } else {
+            // Probes already in flight still time out.
+            for s in &self.peers[..self.config.peers.len()] {
+                if let Some((_, d)) = s.in_flight {
+                    consider(d);
+                }
+            }
+        }
+        if !self.local_active()
+            && let Some((_, d)) = self.local.in_flight
+        {
+            consider(d);
+        }
+        match self.state {
+            State::Discovering { deadline } | State::Electing { deadline } => consider(deadline),
+            _ => {}
+        }
+        if let Some(t) = self.retry_at {
+            consider(t);
+        }
+        next
+    }
+
+    /// Acts on whatever is due at `now`. A call with nothing due changes nothing.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.begin_input();
+        if let Some((_, deadline)) = self.local.in_flight
+            && deadline <= now
+        {
+            self.local.in_flight = None;
+            self.on_local_probe(now, ProbeResult::Timeout);
+        }
+        for i in 0..self.config.peers.len() {
+            if let Some((_, deadline)) = self.peers[i].in_flight
+                && deadline <= now
+            {
+                self.peers[i].in_flight = None;
+                self.on_peer_probe(now, PeerId(i as u8), ProbeResult::Timeout);
+            }
+        }
+        match self.state {
+            State::Discovering { deadline } if deadline <= now => {
+                let waited = now.since(self.state_since);
+                self.init_data_dir(now, Reason::NoMasterFound { waited_ms: waited });
+            }
+            State::Electing { deadline } if deadline <= now => self.grace_expired(now),
+            _ => {}
+        }
+        if let Some(t) = self.retry_at
+            && t <= now
+        {
+            self.retry_at = None;
+            self.retry();
+        }
+        self.end_input(now);
+    }
+
+    /// Feeds one event.
+    pub fn handle(&mut self, now: Timestamp, event: Event) {
+        self.begin_input();
+        match event {
+            Event::Started(facts) => self.on_started(now, facts),
+            Event::LocalProbe { id, result } => {
+                if self.local.in_flight.is_some_and(|(i, _)| i == id) {
+                    self.local.in_flight = None;
+                    self.on_local_probe(now, result);
+                }
+            }
+            Event::PeerProbe { id, peer, result } => {
+                if let Some(slot) = self.peers.get_mut(peer.index())
+                    && peer.index() < self.config.peers.len()
+                    && slot.in_flight.is_some_and(|(i, _)| i == id)
+                {
+                    slot.in_flight = None;
+                    self.on_peer_probe(now, peer, result);
+                }
+            }
+            Event::CommandDone {
+                id,
+                outcome,
+                duration_ms,
+            } => self.on_command_done(now, id, outcome, duration_ms),
+            Event::Operator(request) => self.on_operator(now, request),
+        }
+        self.end_input(now);
+    }
+
+    // ---- input framing ----------------------------------------------------------------
+
+    fn begin_input(&mut self) {
+        debug_assert!(
+            self.commands.is_empty() && self.transitions.is_empty(),
+            "drain contract: poll_command and poll_transition until None before the next input"
+        );
+        self.role_at_input = self.state.role();
+    }
+
+    fn end_input(&mut self, now: Timestamp) {
+        let role = self.state.role();
+        if role != self.role_at_input && self.config.hooks {
+            self.emit(CommandKind::RunHook(Hook::RoleChange { role }));
+        }
+        self.issue_probes(now);
+        debug_assert!(
+            self.commands.len() <= COMMAND_QUEUE,
+            "command queue bound exceeded"
+        );
+        debug_assert!(
+            self.transitions.len() <= TRANSITION_QUEUE,
+            "transition queue bound exceeded"
+        );
+    }
+
+    fn emit(&mut self, kind: CommandKind) -> CommandId {
+        let id = CommandId(self.next_id);
+        self.next_id += 1;
+        self.commands.push_back(Command { id, kind });
+        id
+    }
+
+    /// Emits an action the current state waits for.
+    fn emit_awaited(&mut self, kind: CommandKind) {
+        let id = self.emit(kind);
+        self.awaiting = Some((id, kind));
+    }
+
+    fn go(&mut self, now: Timestamp, to: State, reason: Reason) {
+        let t = Transition {
+            at: now,
+            from: self.state,
+            to,
+            reason,
+        };
+        if self.state != to {
+            self.state_since = now;
+            // A run of failures belongs to the state that counted it.
+            self.local.failures.clear();
+            self.local.transitional_since = None;
+            for s in &mut self.peers {
+                s.failures.clear();
+                s.transitional_since = None;
+            }
+            self.awaiting = None;
+            self.retry_at = None;
+        }
+        self.state = to;
+        self.transitions.push_back(t);
+        self.last_transition = Some(t);
+    }
+
+    // ---- probes -------------------------------------------------------------------------
+
+    fn local_active(&self) -> bool {
+        matches!(
+            self.state,
+            State::WaitingForLocal { .. } | State::Master | State::Replica { .. }
+        )
+    }
+
+    fn peers_active(&self) -> bool {
+        self.state != State::Init
+    }
+
+    fn issue_probes(&mut self, now: Timestamp) {
+        let interval = self.config.probe_interval_ms;
+        let timeout = self.config.connect_timeout_ms;
+        if self.local_active() && self.local.in_flight.is_none() && self.local.next_due <= now {
+            let id = self.emit(CommandKind::ProbeLocal);
+            self.local.in_flight = Some((id, now.plus(timeout)));
+            self.local.next_due = now.plus(interval);
+        }
+        if self.peers_active() {
+            for i in 0..self.config.peers.len() {
+                if self.peers[i].in_flight.is_none() && self.peers[i].next_due <= now {
+                    let id = self.emit(CommandKind::ProbePeer(PeerId(i as u8)));
+                    self.peers[i].in_flight = Some((id, now.plus(timeout)));
+                    self.peers[i].next_due = now.plus(interval);
+                }
+            }
+        }
+    }
+
+    /// Records a result in a slot and classifies it.
+    fn classify(slot: &mut Slot, now: Timestamp, result: ProbeResult, bound_ms: u64) -> Health {
+        slot.last = Some((now, result));
+        if result.is_answer() {
+            slot.failures.clear();
+            slot.transitional_since = None;
+            return Health::Up;
+        }
+        if result.is_transitional() {
+            let since = *slot.transitional_since.get_or_insert(now);
+            if now.since(since) <= bound_ms {
+                return Health::Transitional;
+            }
+        } else {
+            slot.transitional_since = None;
+        }
+        slot.failures.record(now, result);
+        Health::Failed
+    }
+
+    fn on_local_probe(&mut self, now: Timestamp, result: ProbeResult) {
+        let health = Self::classify(
+            &mut self.local,
+            now,
+            result,
+            self.config.transition_bound_ms,
+        );
+        if let Some(tl) = result.timeline() {
+            self.local_timeline = Some(tl);
+        }
+        let limit = self.config.psql_error_count;
+        match (self.state, result) {
+            (State::WaitingForLocal { .. }, ProbeResult::Master { .. }) => {
+                self.go(
+                    now,
+                    State::Master,
+                    Reason::LocalAnswered { role: Role::Master },
+                );
+                self.become_master();
+            }
+            (State::WaitingForLocal { expect }, ProbeResult::Replica { upstream, .. }) => {
+                let expected = match expect {
+                    Some(StartAs::Replica { upstream }) => Some(upstream),
+                    _ => None,
+                };
+                let upstream = upstream.or(expected).unwrap_or(PeerId(0));
+                self.go(
+                    now,
+                    State::Replica { upstream },
+                    Reason::LocalAnswered {
+                        role: Role::Replica,
+                    },
+                );
+            }
+            (State::Replica { .. }, ProbeResult::Master { .. }) => {
+                // Promoted outside pgha: traffic follows the role, and the split-brain rule
+                // applies if the old master still runs.
+                self.go(
+                    now,
+                    State::Master,
+                    Reason::LocalAnswered { role: Role::Master },
+                );
+                self.become_master();
+            }
+            (State::Master, ProbeResult::Replica { upstream, .. }) => {
+                self.release_vip();
+                let upstream = upstream.unwrap_or(PeerId(0));
+                self.go(
+                    now,
+                    State::Replica { upstream },
+                    Reason::LocalAnswered {
+                        role: Role::Replica,
+                    },
+                );
+            }
+            (State::Master, _) if health == Health::Up => self.ensure_vip(),
+            (State::WaitingForLocal { .. } | State::Master | State::Replica { .. }, _)
+                if health == Health::Failed
+                    && self.local.failures.count >= limit
+                    && !self.paused =>
+            {
+                let failures = self.local.failures;
+                self.step_down(
+                    now,
+                    AfterStop::Elect,
+                    StopMode::Immediate,
+                    Reason::LocalDown { failures },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn on_peer_probe(&mut self, now: Timestamp, peer: PeerId, result: ProbeResult) {
+        let i = peer.index();
+        let health = Self::classify(
+            &mut self.peers[i],
+            now,
+            result,
+            self.config.transition_bound_ms,
+        );
+        match self.state {
+            State::Discovering { .. } | State::WaitingForMaster | State::Electing { .. } => {
+                if let ProbeResult::Master { timeline, .. } = result
+                    && self.retry_at.is_none_or(|t| t <= now)
+                {
+                    self.master_found(now, peer, timeline);
+                }
+            }
+            State::Master => {
+                if let ProbeResult::Master { timeline, .. } = result
+                    && !self.paused
+                {
+                    self.split_brain(now, peer, timeline);
+                }
+            }
+            State::Replica { upstream } if upstream == peer => {
+                if self.config.topology != Topology::Ha || self.paused {
+                    return;
+                }
+                if let ProbeResult::Replica { .. } = result {
+                    // No master left. Of two replicas, the lower index promotes at once; the
+                    // other counts it as a failure, so both never promote together.
+                    if self.config.index < self.config.peers[i].index {
+                        self.promote(now, upstream, Reason::MasterIsReplica { peer });
+                        return;
+                    }
+                    self.peers[i].failures.record(now, result);
+                }
+                let failures = self.peers[i].failures;
+                if (health == Health::Failed || result.is_answer())
+                    && failures.count >= self.config.psql_error_count
+                {
+                    let reason = Reason::MasterUnreachable {
+                        peer,
+                        failures,
+                        connect_timeout_ms: self.config.connect_timeout_ms,
+                    };
+                    self.promote(now, upstream, reason);
+                }
+            }
+            State::Replica { upstream } => {
+                // Star: another peer is master. Follow it when it is on a newer timeline than
+                // the upstream, or the upstream is no longer a healthy master.
+                if let ProbeResult::Master { timeline, .. } = result {
+                    let up = self.peers[upstream.index()];
+                    let up_master_tl = match up.last {
+                        Some((_, ProbeResult::Master { timeline, .. }))
+                            if up.failures.count == 0 =>
+                        {
+                            Some(timeline)
+                        }
+                        _ => None,
+                    };
+                    if up_master_tl.is_none_or(|t| timeline > t) {
+                        self.emit(CommandKind::Follow { upstream: peer });
+                        self.go(
+                            now,
+                            State::Replica { upstream: peer },
+                            Reason::NewMaster { peer, timeline },
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---- decisions ----------------------------------------------------------------------
+
+    fn on_started(&mut self, now: Timestamp, facts: LocalFacts) {
+        if self.state != State::Init {
+            return;
+        }
+        self.data = Some(facts.data_dir);
+        if let DataDir::Present { timeline, .. } = facts.data_dir {
+            self.local_timeline = Some(timeline);
+        }
+        if facts.fenced {
+            if facts.postgres_running {
+                self.step_down(now, AfterStop::Fence, StopMode::Fast, Reason::FencedAtStart);
+            } else {
+                self.go(now, State::Fenced, Reason::FencedAtStart);
+            }
+            return;
+        }
+        if facts.postgres_running {
+            self.go(
+                now,
+                State::WaitingForLocal { expect: None },
+                Reason::AdoptRunning,
+            );
+            return;
+        }
+        match facts.data_dir {
+            DataDir::Empty { held_data: false } if self.config.topology == Topology::Standalone => {
+                self.init_data_dir(now, Reason::Standalone);
+            }
+            DataDir::Empty { held_data: false } if self.config.index == 0 => {
+                let deadline =
+                    now.plus(self.config.connect_timeout_ms + self.config.probe_interval_ms);
+                self.go(
+                    now,
+                    State::Discovering { deadline },
+                    Reason::BootstrapDiscover { index: 0 },
+                );
+            }
+            DataDir::Empty { held_data } => {
+                let reason = Reason::BootstrapWait {
+                    index: self.config.index,
+                    held_data,
+                };
+                self.go(now, State::WaitingForMaster, reason);
+            }
+            DataDir::Present { .. } if self.config.topology == Topology::Standalone => {
+                self.start_postgres(now, StartAs::Master, Reason::Standalone);
+            }
+            DataDir::Present {
+                timeline,
+                was_master,
+                ..
+            } => {
+                let reason = Reason::DataPresent {
+                    timeline,
+                    was_master,
+                };
+                self.elect_or_wait(now, reason);
+            }
+        }
+    }
+
+    /// A node with data and postgres stopped: elect (HA, or a star node whose data last ran as
+    /// master), or wait for a master (a star replica never leads on its own).
+    fn elect_or_wait(&mut self, now: Timestamp, reason: Reason) {
+        let was_master = matches!(
+            self.data,
+            Some(DataDir::Present {
+                was_master: true,
+                ..
+            })
+        );
+        match self.config.topology {
+            Topology::Standalone => self.start_postgres(now, StartAs::Master, reason),
+            Topology::Star if !was_master => self.go(now, State::WaitingForMaster, reason),
+            _ => {
+                let stagger = self
+                    .config
+                    .grace_stagger_ms
+                    .saturating_mul(u64::from(self.config.index));
+                let deadline = now.plus(self.config.grace_ms.saturating_add(stagger));
+                self.go(now, State::Electing { deadline }, reason);
+            }
+        }
+    }
+
+    fn grace_expired(&mut self, now: Timestamp) {
+        let mut last = [None; MAX_PEERS];
+        for (i, s) in self.peers[..self.config.peers.len()].iter().enumerate() {
+            last[i] = s.last.map(|(_, r)| r);
+        }
+        let reason = Reason::GraceExpired {
+            grace_ms: self.config.grace_ms,
+            waited_ms: now.since(self.state_since),
+            last,
+        };
+        self.start_postgres(now, StartAs::Master, reason);
+    }
+
+    fn master_found(&mut self, now: Timestamp, peer: PeerId, timeline: Timeline) {
+        match self.data {
+            Some(DataDir::Present {
+                timeline: local,
+                was_master,
+                ..
+            }) => {
+                if !was_master && local <= timeline {
+                    self.start_postgres(
+                        now,
+                        StartAs::Replica { upstream: peer },
+                        Reason::MasterFound { peer, timeline },
+                    );
+                } else {
+                    let reason = Reason::MustClone {
+                        peer,
+                        peer_timeline: timeline,
+                        local: Some((local, was_master)),
+                    };
+                    self.clone_from(now, peer, reason);
+                }
+            }
+            _ => self.clone_from(
+                now,
+                peer,
+                Reason::MustClone {
+                    peer,
+                    peer_timeline: timeline,
+                    local: None,
+                },
+            ),
+        }
+    }
+
+    fn split_brain(&mut self, now: Timestamp, peer: PeerId, peer_timeline: Timeline) {
+        // A star never promotes by itself: a second master there comes from an operator's
+        // promote, on a newer timeline, so the older one always yields.
+        let rule = match self.config.topology {
+            Topology::Star => SplitBrainRule::OlderTimelineStepsDown,
+            _ => self.config.split_brain,
+        };
+        let local_timeline = self.local_timeline;
+        let reason = Reason::SplitBrain {
+            peer,
+            local_timeline,
+            peer_timeline,
+            rule,
+        };
+        let after = match (rule, local_timeline) {
+            (SplitBrainRule::OlderTimelineStepsDown, Some(l)) if l < peer_timeline => {
+                AfterStop::Rejoin { from: peer }
+            }
+            (SplitBrainRule::OlderTimelineStepsDown, Some(l)) if l > peer_timeline => return,
+            _ => AfterStop::Fence,
+        };
+        self.step_down(now, after, StopMode::Fast, reason);
+    }
+
+    fn promote(&mut self, now: Timestamp, upstream: PeerId, reason: Reason) {
+        if self.config.proxy {
+            self.emit(CommandKind::PauseProxy);
+        }
+        self.go(now, State::Promoting { upstream }, reason);
+        self.emit_awaited(CommandKind::Promote);
+    }
+
+    fn init_data_dir(&mut self, now: Timestamp, reason: Reason) {
+        self.go(now, State::Initializing, reason);
+        self.emit_awaited(CommandKind::InitDataDir);
+    }
+
+    fn clone_from(&mut self, now: Timestamp, peer: PeerId, reason: Reason) {
+        self.go(now, State::Cloning { from: peer }, reason);
+        self.emit_awaited(CommandKind::Basebackup { from: peer });
+    }
+
+    fn start_postgres(&mut self, now: Timestamp, target: StartAs, reason: Reason) {
+        self.go(now, State::Starting { target }, reason);
+        self.emit_awaited(CommandKind::StartPostgres(target));
+    }
+
+    /// Leaves the master role (or stops postgres): VIP first, then the fence marker when
+    /// fencing, then the stop. The shell runs actions in this order.
+    fn step_down(&mut self, now: Timestamp, then: AfterStop, mode: StopMode, reason: Reason) {
+        self.release_vip();
+        if then == AfterStop::Fence {
+            self.emit(CommandKind::Fence);
+        }
+        self.go(now, State::SteppingDown { then }, reason);
+        self.emit_awaited(CommandKind::StopPostgres(mode));
+    }
+
+    fn become_master(&mut self) {
+        self.ensure_vip();
+        if self.config.proxy {
+            self.emit(CommandKind::RepointProxy(ProxyTarget::Local));
+            self.emit(CommandKind::ResumeProxy);
+        }
+    }
+
+    fn ensure_vip(&mut self) {
+        if self.config.vip && !self.vip_held && self.vip_pending.is_none() {
+            self.vip_pending = Some(self.emit(CommandKind::AcquireVip));
+        }
+    }
+
+    fn release_vip(&mut self) {
+        if self.config.vip {
+            // Released as of now: nothing of ours will claim it again until master.
+            self.vip_held = false;
+            self.vip_pending = Some(self.emit(CommandKind::ReleaseVip));
+        }
+    }
+
+    fn on_command_done(
+        &mut self,
+        now: Timestamp,
+        id: CommandId,
+        outcome: Result<(), crate::Failure>,
+        duration_ms: u64,
+    ) {
+        if self.vip_pending == Some(id) {
+            self.vip_pending = None;
+        }
+        let Some((awaited, command)) = self.awaiting else {
+            return;
+        };
+        if awaited != id {
+            // Side effects (proxy, hooks, fence marker) do not change the state; the journal
+            // keeps their outcome.
+            return;
+        }
+        self.awaiting = None;
+        let done = Reason::Done {
+            command,
+            duration_ms,
+        };
+        let Err(failure) = outcome else {
+            match (self.state, command) {
+                (State::Initializing, _) => {
+                    self.data = Some(DataDir::Present {
+                        timeline: 1,
+                        lsn: crate::Lsn(0),
+                        was_master: false,
+                    });
+                    self.start_postgres(now, StartAs::Master, done);
+                }
+                (State::Cloning { from }, _) => {
+                    let timeline = match self.peers[from.index()].last {
+                        Some((_, r)) => r.timeline().unwrap_or(1),
+                        None => 1,
+                    };
+                    self.data = Some(DataDir::Present {
+                        timeline,
+                        lsn: crate::Lsn(0),
+                        was_master: false,
+                    });
+                    self.start_postgres(now, StartAs::Replica { upstream: from }, done);
+                }
+                (State::Starting { target }, _) => self.go(
+                    now,
+                    State::WaitingForLocal {
+                        expect: Some(target),
+                    },
+                    done,
+                ),
+                (State::Promoting { .. }, _) => {
+                    self.go(now, State::Master, done);
+                    self.become_master();
+                }
+                (State::SteppingDown { then }, _) => {
+                    if let Some(DataDir::Present { timeline, lsn, .. }) = self.data {
+                        let timeline = self.local_timeline.unwrap_or(timeline);
+                        self.data = Some(DataDir::Present {
+                            timeline,
+                            lsn,
+                            was_master: true,
+                        });
+                    }
+                    match then {
+                        AfterStop::Fence => self.go(now, State::Fenced, done),
+                        AfterStop::Rejoin { from } => self.clone_from(now, from, done),
+                        AfterStop::Elect => self.elect_or_wait(now, done),
+                    }
+                }
+                _ => {}
+            }
+            return;
+        };
+        let failed = Reason::CommandFailed { command, failure };
+        match self.state {
+            // Retried after a pause; a failed initdb leaves no data behind.
+            State::Initializing | State::SteppingDown { .. } => {
+                self.go(now, self.state, failed);
+                self.retry_at = Some(now.plus(self.retry_ms()));
+            }
+            // The old data dir is intact: look for a master again, after a pause.
+            State::Cloning { .. } => {
+                match self.data {
+                    Some(DataDir::Present { .. }) => self.elect_or_wait(now, failed),
+                    _ => self.go(now, State::WaitingForMaster, failed),
+                }
+                self.retry_at = Some(now.plus(self.retry_ms()));
+            }
+            State::Starting {
+                target: StartAs::Replica { upstream },
+            } => {
+                // The local data could not follow: clone.
+                self.clone_from(now, upstream, failed);
+            }
+            State::Starting {
+                target: StartAs::Master,
+            } => {
+                self.elect_or_wait(now, failed);
+            }
+            State::Promoting { upstream } => self.go(now, State::Replica { upstream }, failed),
+            _ => {}
+        }
+    }
+
+    fn retry_ms(&self) -> u64 {
+        self.config.probe_interval_ms.max(1000)
+    }
+
+    /// Re-issues the action that failed; the other retries are gates checked where they apply.
+    fn retry(&mut self) {
+        match self.state {
+            State::Initializing if self.awaiting.is_none() => {
+                self.emit_awaited(CommandKind::InitDataDir)
+            }
+            State::SteppingDown { .. } if self.awaiting.is_none() => {
+                self.emit_awaited(CommandKind::StopPostgres(StopMode::Immediate));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_operator(&mut self, now: Timestamp, request: OperatorRequest) {
+        let reason = Reason::Operator { request };
+        match (request, self.state) {
+            (OperatorRequest::Recover, State::Fenced) => {
+                self.emit(CommandKind::Unfence);
+                // One round of probes: a master found is followed, else this node leads.
+                let deadline =
+                    now.plus(self.config.connect_timeout_ms + self.config.probe_interval_ms);
+                self.go(now, State::Electing { deadline }, reason);
+            }
+            (OperatorRequest::Promote, State::Replica { upstream }) => {
+                self.promote(now, upstream, reason)
+            }
+            (OperatorRequest::Pause, s) => {
+                self.paused = true;
+                self.go(now, s, reason);
+            }
+            (OperatorRequest::Resume, s) => {
+                self.paused = false;
+                self.go(now, s, reason);
+            }
+            (_, s) => self.go(now, s, Reason::OperatorRefused { request }),
+        }
+    }
+}

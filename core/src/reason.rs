@@ -1,0 +1,407 @@
+//! States, the typed reasons for moving between them, and the transition record.
+
+use crate::{
+    CommandKind, Config, Failure, MAX_PEERS, OperatorRequest, PeerId, ProbeResult, Role,
+    SplitBrainRule, StartAs, Timeline, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+/// Where a node is in its life. Each state names what the node waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    /// Waiting for [`crate::Event::Started`].
+    Init,
+    /// Empty data dir, index 0: one round of peer probes, so a master that already exists is
+    /// cloned rather than replaced by a fresh initdb.
+    Discovering { deadline: Timestamp },
+    /// Empty data dir: waiting for a peer to report master, to clone it.
+    WaitingForMaster,
+    /// Data present, postgres stopped: a peer that reports master before the deadline is
+    /// followed; else this node leads on its own data (the seed's `grace` rule).
+    Electing { deadline: Timestamp },
+    /// initdb running.
+    Initializing,
+    /// pg_basebackup from this peer running.
+    Cloning { from: PeerId },
+    /// pg_ctl start running.
+    Starting { target: StartAs },
+    /// Postgres started or adopted; waiting for it to answer (the seed's monitor step 1).
+    /// `expect` is how it was started, `None` when adopted.
+    WaitingForLocal { expect: Option<StartAs> },
+    /// Serving as master and watching the peers (monitor step 2).
+    Master,
+    /// Streaming from `upstream` and counting its failures (monitor step 3).
+    Replica { upstream: PeerId },
+    /// pg_promote running (monitor step 4); `upstream` was the master.
+    Promoting { upstream: PeerId },
+    /// Releasing the VIP and stopping postgres, then `then`.
+    SteppingDown { then: AfterStop },
+    /// Stopped by the split-brain rule; stays so, across restarts, until `recover`.
+    Fenced,
+}
+
+/// What a node does once a step-down has stopped its postgres.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AfterStop {
+    /// Stay stopped until an operator runs `recover`.
+    Fence,
+    /// Re-clone from this peer and follow it.
+    Rejoin { from: PeerId },
+    /// Start over as a node with data (the grace rule).
+    Elect,
+}
+
+impl State {
+    /// A stable snake_case name for logs, the journal and the API.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Init => "init",
+            State::Discovering { .. } => "discovering",
+            State::WaitingForMaster => "waiting_for_master",
+            State::Electing { .. } => "electing",
+            State::Initializing => "initializing",
+            State::Cloning { .. } => "cloning",
+            State::Starting { .. } => "starting",
+            State::WaitingForLocal { .. } => "waiting_for_local",
+            State::Master => "master",
+            State::Replica { .. } => "replica",
+            State::Promoting { .. } => "promoting",
+            State::SteppingDown { .. } => "stepping_down",
+            State::Fenced => "fenced",
+        }
+    }
+
+    /// The role the local postgres has, or is being given, in this state.
+    pub fn role(&self) -> Role {
+        match self {
+            State::Master => Role::Master,
+            State::Replica { .. } | State::Promoting { .. } => Role::Replica,
+            _ => Role::None,
+        }
+    }
+}
+
+/// Up to this many failure times are kept as evidence in a reason.
+pub const EVIDENCE: usize = 8;
+
+/// Consecutive failed probes of one server: the evidence for a promotion or a step-down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failures {
+    pub count: u32,
+    /// The times of the first [`EVIDENCE`] failures of the run.
+    pub at: [Timestamp; EVIDENCE],
+    pub last: Option<ProbeResult>,
+}
+
+impl Failures {
+    pub fn record(&mut self, now: Timestamp, result: ProbeResult) {
+        if (self.count as usize) < EVIDENCE {
+            self.at[self.count as usize] = now;
+        }
+        self.count = self.count.saturating_add(1);
+        self.last = Some(result);
+    }
+
+    pub fn clear(&mut self) {
+        *self = Failures::default();
+    }
+
+    pub fn times(&self) -> &[Timestamp] {
+        &self.at[..(self.count as usize).min(EVIDENCE)]
+    }
+}
+
+/// Why a transition happened, with its evidence. Peers are named by [`PeerId`]; render with
+/// [`Reason::describe`] to get names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    /// Empty data dir and index 0: looking for an existing master before initdb.
+    BootstrapDiscover { index: u32 },
+    /// Empty data dir and index > 0 (or data held before): waiting for a master to clone.
+    BootstrapWait { index: u32, held_data: bool },
+    /// No peer reported master during discovery: initdb.
+    NoMasterFound { waited_ms: u64 },
+    /// Data present at start, postgres stopped: electing.
+    DataPresent {
+        timeline: Timeline,
+        was_master: bool,
+    },
+    /// Postgres already running at start: adopted without a restart.
+    AdoptRunning,
+    /// The fence marker was set at start.
+    FencedAtStart,
+    /// Replication disabled: this node is master.
+    Standalone,
+    /// A peer reported master: follow it with the local data.
+    MasterFound { peer: PeerId, timeline: Timeline },
+    /// A peer reported master but the local data cannot follow it: clone.
+    MustClone {
+        peer: PeerId,
+        peer_timeline: Timeline,
+        local: Option<(Timeline, bool)>,
+    },
+    /// No peer reported master within grace: lead on the local data.
+    GraceExpired {
+        grace_ms: u64,
+        waited_ms: u64,
+        last: [Option<ProbeResult>; MAX_PEERS],
+    },
+    /// A command this state waited for succeeded.
+    Done {
+        command: CommandKind,
+        duration_ms: u64,
+    },
+    /// A command this state waited for failed.
+    CommandFailed {
+        command: CommandKind,
+        failure: Failure,
+    },
+    /// The local postgres answered with this role.
+    LocalAnswered { role: Role },
+    /// The local postgres stopped answering.
+    LocalDown { failures: Failures },
+    /// The master stopped answering: promotion.
+    MasterUnreachable {
+        peer: PeerId,
+        failures: Failures,
+        connect_timeout_ms: u64,
+    },
+    /// The master reported itself a replica: no master in the cluster.
+    MasterIsReplica { peer: PeerId },
+    /// Another peer is the master now (star): follow it.
+    NewMaster { peer: PeerId, timeline: Timeline },
+    /// A peer reported master while this node is master.
+    SplitBrain {
+        peer: PeerId,
+        local_timeline: Option<Timeline>,
+        peer_timeline: Timeline,
+        rule: SplitBrainRule,
+    },
+    /// An operator request was carried out.
+    Operator { request: OperatorRequest },
+    /// An operator request was refused in this state.
+    OperatorRefused { request: OperatorRequest },
+}
+
+impl Reason {
+    /// A stable code for the journal's `reason_code` column and for tools.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::BootstrapDiscover { .. } => "bootstrap_discover",
+            Reason::BootstrapWait { .. } => "bootstrap_wait",
+            Reason::NoMasterFound { .. } => "no_master_found",
+            Reason::DataPresent { .. } => "data_present",
+            Reason::AdoptRunning => "adopt_running",
+            Reason::FencedAtStart => "fenced_at_start",
+            Reason::Standalone => "standalone",
+            Reason::MasterFound { .. } => "master_found",
+            Reason::MustClone { .. } => "must_clone",
+            Reason::GraceExpired { .. } => "grace_expired",
+            Reason::Done { .. } => "command_done",
+            Reason::CommandFailed { .. } => "command_failed",
+            Reason::LocalAnswered { .. } => "local_answered",
+            Reason::LocalDown { .. } => "local_down",
+            Reason::MasterUnreachable { .. } => "master_unreachable",
+            Reason::MasterIsReplica { .. } => "master_is_replica",
+            Reason::NewMaster { .. } => "new_master",
+            Reason::SplitBrain { .. } => "split_brain",
+            Reason::Operator { .. } => "operator",
+            Reason::OperatorRefused { .. } => "operator_refused",
+        }
+    }
+
+    /// One line of text, with peer names from `config`.
+    pub fn describe<'a>(&'a self, config: &'a Config) -> Describe<'a> {
+        Describe {
+            reason: self,
+            config,
+        }
+    }
+}
+
+/// [`Reason`] rendered as one line.
+#[derive(Debug)]
+pub struct Describe<'a> {
+    reason: &'a Reason,
+    config: &'a Config,
+}
+
+/// Milliseconds as seconds for people: "15 s", "0.5 s", "1.25 s".
+pub fn secs(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        let frac = format!("{:03}", ms % 1000);
+        format!("{}.{} s", ms / 1000, frac.trim_end_matches('0'))
+    }
+}
+
+impl std::fmt::Display for Describe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.config;
+        match *self.reason {
+            Reason::BootstrapDiscover { index } => {
+                write!(
+                    f,
+                    "empty data dir, index {index}: checking that no peer is master before initdb"
+                )
+            }
+            Reason::BootstrapWait {
+                index,
+                held_data: false,
+            } => {
+                write!(
+                    f,
+                    "empty data dir, index {index}: waiting for a master to clone"
+                )
+            }
+            Reason::BootstrapWait {
+                held_data: true, ..
+            } => write!(
+                f,
+                "empty data dir on a node that held data before: refusing initdb, waiting for a master to clone"
+            ),
+            Reason::NoMasterFound { waited_ms } => {
+                write!(
+                    f,
+                    "no peer reported master within {}: initdb as the first master",
+                    secs(waited_ms)
+                )
+            }
+            Reason::DataPresent {
+                timeline,
+                was_master,
+            } => write!(
+                f,
+                "data dir present (timeline {timeline}, last ran as {}): looking for a master",
+                if was_master { "master" } else { "replica" }
+            ),
+            Reason::AdoptRunning => write!(f, "postgres already running: adopted without restart"),
+            Reason::FencedAtStart => write!(
+                f,
+                "fence marker set by an earlier split-brain stop: waiting for recover"
+            ),
+            Reason::Standalone => write!(f, "replication disabled: standalone master"),
+            Reason::MasterFound { peer, timeline } => {
+                write!(
+                    f,
+                    "{} reports master on timeline {timeline}: following it",
+                    c.peer_name(peer)
+                )
+            }
+            Reason::MustClone {
+                peer,
+                peer_timeline,
+                local,
+            } => match local {
+                None => write!(
+                    f,
+                    "{} reports master on timeline {peer_timeline}: cloning it",
+                    c.peer_name(peer)
+                ),
+                Some((tl, was_master)) => write!(
+                    f,
+                    "{} reports master on timeline {peer_timeline}; local data (timeline {tl}{}) cannot follow: re-cloning",
+                    c.peer_name(peer),
+                    if was_master { ", ran as master" } else { "" }
+                ),
+            },
+            Reason::GraceExpired {
+                grace_ms,
+                waited_ms,
+                last,
+            } => {
+                write!(
+                    f,
+                    "no master seen within grace of {} (waited {})",
+                    secs(grace_ms),
+                    secs(waited_ms)
+                )?;
+                for (i, r) in last.iter().enumerate() {
+                    if let Some(r) = r {
+                        write!(f, "; {} last: {}", c.peer_name(PeerId(i as u8)), r.name())?;
+                    }
+                }
+                write!(f, ": leading on local data")
+            }
+            Reason::Done {
+                command,
+                duration_ms,
+            } => write!(f, "{} succeeded in {}", command.name(), secs(duration_ms)),
+            Reason::CommandFailed { command, failure } => {
+                write!(f, "{} failed: {failure:?}", command.name())
+            }
+            Reason::LocalAnswered { role } => {
+                write!(f, "local postgres answers as {}", role.name())
+            }
+            Reason::LocalDown { failures } => write!(
+                f,
+                "local postgres down: {} consecutive failed probes, last {}",
+                failures.count,
+                failures.last.map(ProbeResult::name).unwrap_or("?")
+            ),
+            Reason::MasterUnreachable {
+                peer,
+                failures,
+                connect_timeout_ms,
+            } => {
+                write!(
+                    f,
+                    "master {} unreachable: {} consecutive failures at ",
+                    c.peer_name(peer),
+                    failures.count
+                )?;
+                for (i, t) in failures.times().iter().enumerate() {
+                    write!(f, "{}{t}", if i > 0 { ", " } else { "" })?;
+                }
+                write!(
+                    f,
+                    "; last {} (connect_timeout {})",
+                    failures.last.map(ProbeResult::name).unwrap_or("?"),
+                    secs(connect_timeout_ms)
+                )
+            }
+            Reason::MasterIsReplica { peer } => write!(
+                f,
+                "master {} reports itself a replica: no master left",
+                c.peer_name(peer)
+            ),
+            Reason::NewMaster { peer, timeline } => {
+                write!(
+                    f,
+                    "{} is master on newer timeline {timeline}: following it",
+                    c.peer_name(peer)
+                )
+            }
+            Reason::SplitBrain {
+                peer,
+                local_timeline,
+                peer_timeline,
+                rule,
+            } => write!(
+                f,
+                "split-brain: {} reports master (timeline {peer_timeline}) while local is master (timeline {}); rule {}",
+                c.peer_name(peer),
+                local_timeline
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                rule.name()
+            ),
+            Reason::Operator { request } => write!(f, "operator requested {}", request.name()),
+            Reason::OperatorRefused { request } => write!(
+                f,
+                "operator request {} refused in this state",
+                request.name()
+            ),
+        }
+    }
+}
+
+/// One state change (or one operator request handled in place), with its reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at: Timestamp,
+    pub from: State,
+    pub to: State,
+    pub reason: Reason,
+}

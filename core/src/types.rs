@@ -1,0 +1,348 @@
+//! The vocabulary of the core: time, identities, probe results, events and commands.
+//!
+//! Every type here is `Copy` or owns no heap memory, so an event or a command never allocates.
+//! All derive serde with externally tagged enums: the journal stores them as they are.
+
+use serde::{Deserialize, Serialize};
+
+/// A point on the caller's monotonic clock, in milliseconds. The core never reads a clock:
+/// every call takes `now`, and the core only compares and adds these values.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    pub const ZERO: Timestamp = Timestamp(0);
+
+    pub fn from_millis(ms: u64) -> Self {
+        Timestamp(ms)
+    }
+
+    pub fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// `self + ms`, saturating: a deadline never wraps into the past.
+    pub fn plus(self, ms: u64) -> Timestamp {
+        Timestamp(self.0.saturating_add(ms))
+    }
+
+    /// Milliseconds from `earlier` to `self`, 0 when `earlier` is later.
+    pub fn since(self, earlier: Timestamp) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:03}s", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+/// A peer, as its position in [`crate::Config::peers`]. At most [`crate::MAX_PEERS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PeerId(pub u8);
+
+impl PeerId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A PostgreSQL timeline ID.
+pub type Timeline = u32;
+
+/// A WAL position (`pg_lsn` as a 64-bit number).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Lsn(pub u64);
+
+impl std::fmt::Display for Lsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+/// What one probe of a PostgreSQL server found. Typed, never text: the seed release matched
+/// psql's error text and took "starting up" for a dead master, which promoted the replica and
+/// then stopped both nodes on the split-brain rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeResult {
+    /// `pg_is_in_recovery()` is false.
+    Master { timeline: Timeline, lsn: Lsn },
+    /// `pg_is_in_recovery()` is true. `upstream` is the peer its `primary_conninfo` names, when
+    /// the shell could map it to one.
+    Replica {
+        timeline: Timeline,
+        replay_lsn: Lsn,
+        upstream: Option<PeerId>,
+    },
+    /// The server answered "the database system is starting up".
+    StartingUp,
+    /// The server answered "the database system is shutting down".
+    ShuttingDown,
+    /// The connection was refused: nothing listens.
+    Refused,
+    /// No answer within `connect_timeout` (connect, startup and query together).
+    Timeout,
+    /// The server rejected our credentials.
+    AuthFailed,
+    /// Any other error.
+    OtherError,
+}
+
+impl ProbeResult {
+    /// True for an answer from a running server that says what it is.
+    pub fn is_answer(self) -> bool {
+        matches!(
+            self,
+            ProbeResult::Master { .. } | ProbeResult::Replica { .. }
+        )
+    }
+
+    /// True while a server is changing state: not a failure while it lasts less than
+    /// `replication.transition_bound`.
+    pub fn is_transitional(self) -> bool {
+        matches!(self, ProbeResult::StartingUp | ProbeResult::ShuttingDown)
+    }
+
+    pub fn timeline(self) -> Option<Timeline> {
+        match self {
+            ProbeResult::Master { timeline, .. } | ProbeResult::Replica { timeline, .. } => {
+                Some(timeline)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeResult::Master { .. } => "master",
+            ProbeResult::Replica { .. } => "replica",
+            ProbeResult::StartingUp => "starting up",
+            ProbeResult::ShuttingDown => "shutting down",
+            ProbeResult::Refused => "connection refused",
+            ProbeResult::Timeout => "timeout",
+            ProbeResult::AuthFailed => "authentication failed",
+            ProbeResult::OtherError => "error",
+        }
+    }
+}
+
+/// The local data directory as the shell found it before the core starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataDir {
+    /// No cluster in the data directory. `held_data` is true when this node has held a cluster
+    /// before (the shell keeps a marker outside the data dir): such a node never runs initdb
+    /// again, since an empty master would silently replace the real data.
+    Empty { held_data: bool },
+    /// A cluster is there. `was_master` is true when its control file says it last ran as a
+    /// primary ("in production" or "shut down", not "in archive recovery"): such data may have
+    /// diverged from a newer master and is re-cloned rather than followed.
+    Present {
+        timeline: Timeline,
+        lsn: Lsn,
+        was_master: bool,
+    },
+}
+
+/// Local facts gathered by the shell at start, the first event the core receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalFacts {
+    pub data_dir: DataDir,
+    /// A postgres is already running on the data dir (its postmaster.pid is live): the daemon
+    /// adopts it rather than restarting it.
+    pub postgres_running: bool,
+    /// The persisted fence marker is set: a split-brain stop happened and no operator has run
+    /// `recover` since.
+    pub fenced: bool,
+}
+
+/// An identifier the core gives each command; results name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CommandId(pub u64);
+
+/// Why a command failed, typed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Failure {
+    /// The command ran past its time limit and was killed.
+    Timeout,
+    /// The process exited with this code.
+    Exit(i32),
+    /// The process was killed by this signal.
+    Signal(i32),
+    /// The process could not be started, or an I/O step around it failed.
+    Io,
+    /// The command was refused before it ran (for example a precondition the shell checks).
+    Refused,
+}
+
+/// An operator's request, sent to the running daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorRequest {
+    /// Clear a split-brain fence: become master unless a peer already is, else rejoin it.
+    Recover,
+    /// Promote this replica on purpose (the star topology's manual promotion).
+    Promote,
+    /// Suspend automatic actions (promotion, split-brain stops, step-downs); probes go on.
+    Pause,
+    /// Resume automatic actions.
+    Resume,
+}
+
+impl OperatorRequest {
+    pub fn name(self) -> &'static str {
+        match self {
+            OperatorRequest::Recover => "recover",
+            OperatorRequest::Promote => "promote",
+            OperatorRequest::Pause => "pause",
+            OperatorRequest::Resume => "resume",
+        }
+    }
+}
+
+/// Every input the core accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// The first event: what the shell found locally at start.
+    Started(LocalFacts),
+    /// The result of a [`CommandKind::ProbeLocal`].
+    LocalProbe { id: CommandId, result: ProbeResult },
+    /// The result of a [`CommandKind::ProbePeer`].
+    PeerProbe {
+        id: CommandId,
+        peer: PeerId,
+        result: ProbeResult,
+    },
+    /// A non-probe command finished.
+    CommandDone {
+        id: CommandId,
+        outcome: Result<(), Failure>,
+        duration_ms: u64,
+    },
+    /// An operator's request.
+    Operator(OperatorRequest),
+}
+
+/// How postgres should be started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartAs {
+    Master,
+    /// As a streaming replica of this peer, with `recovery_target_timeline = 'latest'`.
+    Replica {
+        upstream: PeerId,
+    },
+}
+
+/// How postgres should be stopped (`pg_ctl stop -m`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopMode {
+    Fast,
+    Immediate,
+}
+
+/// Where the proxy should send writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProxyTarget {
+    Local,
+    Peer(PeerId),
+}
+
+/// A role as the world sees it: what the local postgres is (or is being made).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    #[default]
+    None,
+    Master,
+    Replica,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::None => "none",
+            Role::Master => "master",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+/// User hooks the core asks the shell to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Hook {
+    /// The local role changed to this one.
+    RoleChange { role: Role },
+}
+
+/// What the core asks the shell to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandKind {
+    /// `initdb` the (empty) data dir.
+    InitDataDir,
+    StartPostgres(StartAs),
+    StopPostgres(StopMode),
+    /// `pg_basebackup` from this peer into a fresh directory that replaces the data dir only
+    /// once complete: a failed copy leaves the old data dir as it was.
+    Basebackup {
+        from: PeerId,
+    },
+    /// `pg_promote()` on the local replica.
+    Promote,
+    /// Point the running local replica at another upstream (rewrite `primary_conninfo`, reload).
+    Follow {
+        upstream: PeerId,
+    },
+    ProbeLocal,
+    ProbePeer(PeerId),
+    AcquireVip,
+    ReleaseVip,
+    RepointProxy(ProxyTarget),
+    PauseProxy,
+    ResumeProxy,
+    /// Persist the split-brain fence marker (before postgres is stopped, so a crash keeps it).
+    Fence,
+    /// Clear the fence marker (operator `recover`).
+    Unfence,
+    RunHook(Hook),
+}
+
+impl CommandKind {
+    /// Probes run concurrently and return as probe events; every other command is an
+    /// *action*: the shell runs actions one at a time in the order polled and reports each
+    /// with [`Event::CommandDone`].
+    pub fn is_probe(self) -> bool {
+        matches!(self, CommandKind::ProbeLocal | CommandKind::ProbePeer(_))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CommandKind::InitDataDir => "initdb",
+            CommandKind::StartPostgres(StartAs::Master) => "start postgres as master",
+            CommandKind::StartPostgres(StartAs::Replica { .. }) => "start postgres as replica",
+            CommandKind::StopPostgres(StopMode::Fast) => "stop postgres (fast)",
+            CommandKind::StopPostgres(StopMode::Immediate) => "stop postgres (immediate)",
+            CommandKind::Basebackup { .. } => "basebackup",
+            CommandKind::Promote => "promote",
+            CommandKind::Follow { .. } => "follow new upstream",
+            CommandKind::ProbeLocal => "probe local",
+            CommandKind::ProbePeer(_) => "probe peer",
+            CommandKind::AcquireVip => "acquire VIP",
+            CommandKind::ReleaseVip => "release VIP",
+            CommandKind::RepointProxy(_) => "repoint proxy",
+            CommandKind::PauseProxy => "pause proxy",
+            CommandKind::ResumeProxy => "resume proxy",
+            CommandKind::Fence => "set fence",
+            CommandKind::Unfence => "clear fence",
+            CommandKind::RunHook(_) => "run hook",
+        }
+    }
+}
+
+/// A command with the id its result will carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: CommandId,
+    pub kind: CommandKind,
+}

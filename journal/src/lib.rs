@@ -1,0 +1,1 @@
+//! The journal (issue 3).

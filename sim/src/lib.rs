@@ -1,0 +1,1 @@
+//! Seeded cluster simulator (see docs/simulator.md).
