@@ -215,6 +215,14 @@ impl Node {
         self.end_input(now);
     }
 
+    /// Feeds one recorded call: [`Node::handle`] or [`Node::handle_timeout`].
+    pub fn apply(&mut self, now: Timestamp, input: crate::Input) {
+        match input {
+            crate::Input::Event(event) => self.handle(now, event),
+            crate::Input::Timeout => self.handle_timeout(now),
+        }
+    }
+
     /// Feeds one event.
     pub fn handle(&mut self, now: Timestamp, event: Event) {
         self.begin_input();

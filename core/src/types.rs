@@ -226,6 +226,15 @@ pub enum Event {
     Operator(OperatorRequest),
 }
 
+/// One call on a [`crate::Node`]: what the journal records and replay feeds back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// [`crate::Node::handle`] with this event.
+    Event(Event),
+    /// [`crate::Node::handle_timeout`].
+    Timeout,
+}
+
 /// How postgres should be started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StartAs {
