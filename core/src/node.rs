@@ -2,6 +2,8 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use crate::reason::{AfterStop, Failures, Reason, State, Transition};
 use crate::{
     Command, CommandId, CommandKind, Config, DataDir, Event, Hook, LocalFacts, MAX_PEERS,
@@ -16,7 +18,7 @@ pub const COMMAND_QUEUE: usize = 32;
 pub const TRANSITION_QUEUE: usize = 8;
 
 /// One probed server: the probe in flight, when the next is due, and the failure run.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct Slot {
     /// The probe in flight and the deadline after which it counts as a timeout.
     in_flight: Option<(CommandId, Timestamp)>,
@@ -38,7 +40,10 @@ enum Health {
 }
 
 /// One pgha node's decisions. See the crate documentation for the drain contract.
-#[derive(Debug)]
+///
+/// Serde derives let the journal store a snapshot of a node between two inputs (queues
+/// drained), so a pruned journal still replays exactly.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Node {
     config: Config,
     state: State,
@@ -53,7 +58,8 @@ pub struct Node {
     data: Option<DataDir>,
     local_timeline: Option<Timeline>,
     vip_held: bool,
-    vip_pending: Option<CommandId>,
+    /// The VIP command in flight, and whether it acquires.
+    vip_pending: Option<(CommandId, bool)>,
     /// When a failed step is retried, or a found master may be acted on again.
     retry_at: Option<Timestamp>,
     state_since: Timestamp,
@@ -523,6 +529,10 @@ impl Node {
             return;
         }
         self.data = Some(facts.data_dir);
+        // A daemon killed while master leaves its VIP behind, and an adopted postgres may no
+        // longer be the master: drop the VIP, and take it again once the local postgres
+        // answers as master (a blip of one local probe when a healthy master's daemon restarts).
+        self.release_vip();
         if let DataDir::Present { timeline, .. } = facts.data_dir {
             self.local_timeline = Some(timeline);
         }
@@ -718,7 +728,7 @@ impl Node {
 
     fn ensure_vip(&mut self) {
         if self.config.vip && !self.vip_held && self.vip_pending.is_none() {
-            self.vip_pending = Some(self.emit(CommandKind::AcquireVip));
+            self.vip_pending = Some((self.emit(CommandKind::AcquireVip), true));
         }
     }
 
@@ -726,7 +736,7 @@ impl Node {
         if self.config.vip {
             // Released as of now: nothing of ours will claim it again until master.
             self.vip_held = false;
-            self.vip_pending = Some(self.emit(CommandKind::ReleaseVip));
+            self.vip_pending = Some((self.emit(CommandKind::ReleaseVip), false));
         }
     }
 
@@ -737,8 +747,12 @@ impl Node {
         outcome: Result<(), crate::Failure>,
         duration_ms: u64,
     ) {
-        if self.vip_pending == Some(id) {
+        if let Some((pending, acquire)) = self.vip_pending
+            && pending == id
+        {
             self.vip_pending = None;
+            // A failed acquire is retried at the next healthy local probe.
+            self.vip_held = acquire && outcome.is_ok() && self.state == State::Master;
         }
         let Some((awaited, command)) = self.awaiting else {
             return;
@@ -756,10 +770,11 @@ impl Node {
         let Err(failure) = outcome else {
             match (self.state, command) {
                 (State::Initializing, _) => {
+                    // A fresh cluster's control file says "shut down", as a master's does.
                     self.data = Some(DataDir::Present {
                         timeline: 1,
                         lsn: crate::Lsn(0),
-                        was_master: false,
+                        was_master: true,
                     });
                     self.start_postgres(now, StartAs::Master, done);
                 }

@@ -1,1 +1,252 @@
-//! Seeded cluster simulator (see docs/simulator.md).
+//! # pgha-sim: thousands of fault schedules against the real core
+//!
+//! A simulated cluster (two nodes in the HA topology, three to five in the star) whose daemons
+//! are real [`pgha_core::Node`]s, on a virtual clock, with simulated PostgreSQL servers (WAL
+//! position, timelines with their history, start, stop, promote and basebackup that take
+//! time and can fail), a simulated network (delay, loss, partition and heal) and process faults
+//! (postgres crash, a hung postmaster that accepts connections and never answers, daemon
+//! crash and restart, operator requests). One seed decides everything: the same seed gives
+//! the same trace.
+//!
+//! After every step the invariants are checked (see [`World`] and docs/simulator.md):
+//! 1. two masters that can see each other never both accept writes for longer than the
+//!    split-brain bound;
+//! 2. no automatic promotion while the master answers as healthy and reachable;
+//! 3. no basebackup while the local postgres runs, no initdb on a node that held data;
+//! 4. the VIP is held by at most one node in sight of the other (beyond the same bound);
+//! 5. timelines only grow: no node runs as master on a timeline older than one it followed;
+//! 6. once the faults stop, within [`settle_ms`], exactly one master, after an operator
+//!    `recover` of any node the split-brain rule fenced.
+//!
+//! Run one seed with `PGHA_SIM_SEED=1234 cargo test -p pgha-sim --test sim -- one_seed`.
+
+mod rng;
+mod world;
+
+pub use rng::Rng;
+pub use world::{
+    Fault, NodeRun, PgData, PgRole, Phase, Scenario, Stats, TraceItem, TraceLine, Violation, World,
+};
+
+use pgha_core::{OperatorRequest, SplitBrainRule, Timestamp, Topology};
+
+/// The outcome of one seed.
+#[derive(Debug)]
+pub struct Outcome {
+    pub seed: u64,
+    pub scenario: Scenario,
+    pub violations: Vec<Violation>,
+    pub stats: Stats,
+    pub end: Timestamp,
+    pub world: World,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The seed, the scenario, the violations and the last `lines` lines of the trace.
+    pub fn report(&self, lines: usize) -> String {
+        let mut s = format!(
+            "seed {} (rerun: PGHA_SIM_SEED={} cargo test -p pgha-sim --test sim -- one_seed --nocapture)\n",
+            self.seed, self.seed
+        );
+        s.push_str(&format!(
+            "scenario: {} nodes {:?} split-brain {:?} fast {} restart_with_data {} action_failure {}\nfaults: {:?}\n",
+            self.scenario.nodes,
+            self.scenario.topology,
+            self.scenario.split_brain,
+            self.scenario.fast,
+            self.scenario.restart_with_data,
+            self.scenario.action_failure,
+            self.scenario.faults
+        ));
+        for v in &self.violations {
+            s.push_str(&format!("VIOLATION at {}: {}\n", v.at, v.what));
+        }
+        let trace = &self.world.trace;
+        let from = trace.len().saturating_sub(lines);
+        for l in &trace[from..] {
+            s.push_str(&format!(
+                "{:>10} {}\n",
+                l.at.to_string(),
+                describe(&self.world, &l.item)
+            ));
+        }
+        s
+    }
+}
+
+fn describe(w: &World, item: &TraceItem) -> String {
+    match item {
+        TraceItem::Input(i, input) => format!("db{i} <- {input:?}"),
+        TraceItem::Command(i, c) => format!("db{i} -> #{} {:?}", c.id.0, c.kind),
+        TraceItem::Transition(i, t) => format!(
+            "db{i} {} -> {}: {}",
+            t.from.name(),
+            t.to.name(),
+            t.reason.describe(&w.nodes[*i].config)
+        ),
+        TraceItem::Fault(f) => format!("FAULT {f:?}"),
+        TraceItem::Note(i, n) => format!("db{i} note: {n}"),
+    }
+}
+
+/// How long after the faults end the cluster has to settle on one master: the grace wait
+/// with its stagger, three detection windows, and room for clones and starts.
+pub fn settle_ms(s: &Scenario) -> u64 {
+    let (interval, timeout, grace, stagger) = if s.fast {
+        (200, 500, 3_000, 1_000)
+    } else {
+        (1_000, 5_000, 15_000, 5_000)
+    };
+    grace + stagger * (s.nodes as u64 - 1) + 3 * (3 * timeout + interval) + 30_000
+}
+
+/// Draws a scenario from a seed.
+pub fn scenario(seed: u64, rng: &mut Rng) -> Scenario {
+    let _ = seed;
+    let ha = rng.chance(0.7);
+    let nodes = if ha { 2 } else { rng.range(3, 5) as usize };
+    let fast = rng.chance(0.5);
+    let restart_with_data = rng.chance(0.3);
+    let split_brain = if rng.chance(0.5) {
+        SplitBrainRule::BothStop
+    } else {
+        SplitBrainRule::OlderTimelineStepsDown
+    };
+    let (interval, timeout, grace, stagger) = if fast {
+        (200u64, 500u64, 3_000u64, 1_000u64)
+    } else {
+        (1_000, 5_000, 15_000, 5_000)
+    };
+    let boot = 2 * grace + stagger * nodes as u64 + 10_000;
+    let window = if fast { 20_000 } else { 60_000 };
+    let detection = 3 * (timeout + interval);
+    let mut faults = Vec::new();
+    let mut end = boot;
+    let count = rng.range(0, 4);
+    for _ in 0..count {
+        let at = boot + rng.range(0, window);
+        let a = rng.range(0, nodes as u64 - 1) as usize;
+        let b = (a + 1 + rng.range(0, nodes as u64 - 2) as usize) % nodes;
+        let dur = rng.range(interval, 3 * detection);
+        let t = Timestamp(at);
+        let t2 = Timestamp(at + dur);
+        match rng.range(0, 9) {
+            0 | 1 => faults.push((t, Fault::KillPostgres(a))),
+            2 => {
+                // SIGKILL of the whole master host: postgres and its daemon.
+                faults.push((t, Fault::KillPostgres(a)));
+                faults.push((t, Fault::CrashDaemon(a)));
+                faults.push((t2, Fault::RestartDaemon(a)));
+            }
+            3 | 4 => {
+                faults.push((t, Fault::Hang(a)));
+                faults.push((t2, Fault::Resume(a)));
+            }
+            5 => {
+                faults.push((t, Fault::CrashDaemon(a)));
+                faults.push((t2, Fault::RestartDaemon(a)));
+            }
+            6 | 7 => {
+                faults.push((t, Fault::Partition(a, b)));
+                faults.push((t2, Fault::Heal(a, b)));
+            }
+            8 => {
+                faults.push((t, Fault::LossOn(rng.range(10, 60) as u32)));
+                faults.push((t2, Fault::LossOff));
+            }
+            _ => {
+                let req = rng.pick(&[OperatorRequest::Promote, OperatorRequest::Pause]);
+                faults.push((t, Fault::Operator(a, req)));
+                if req == OperatorRequest::Pause {
+                    faults.push((t2, Fault::Operator(a, OperatorRequest::Resume)));
+                }
+            }
+        }
+        end = end.max(at + dur);
+    }
+    faults.sort_by_key(|&(t, _)| t);
+    Scenario {
+        nodes,
+        topology: if ha { Topology::Ha } else { Topology::Star },
+        split_brain,
+        fast,
+        restart_with_data,
+        vip: true,
+        proxy: rng.chance(0.5),
+        action_failure: if rng.chance(0.5) { 0.0 } else { 0.05 },
+        faults,
+        faults_end: Timestamp(end),
+    }
+}
+
+/// Runs one seed to the end and checks liveness. `record` keeps the full trace and the
+/// per-run input logs (for journals and for reports).
+pub fn run_seed(seed: u64, record: bool) -> Outcome {
+    let mut rng = Rng::new(seed);
+    let sc = scenario(seed, &mut rng);
+    run_scenario(seed, sc, rng, record)
+}
+
+/// Runs a given scenario (hand-written tests use this).
+pub fn run_scenario(seed: u64, sc: Scenario, rng: Rng, record: bool) -> Outcome {
+    let settle = settle_ms(&sc);
+    let mut w = World::new(seed, sc.clone(), rng, record);
+    w.start_all();
+    w.run_until(sc.faults_end);
+    if w.violations.is_empty() {
+        w.heal_all();
+        for i in 0..w.nodes.len() {
+            if w.nodes[i].core.as_ref().is_some_and(|c| c.paused()) {
+                let now = w.now;
+                w.schedule(now, Fault::Operator(i, OperatorRequest::Resume));
+            }
+        }
+        let t = w.now.plus(settle);
+        w.run_until(t);
+    }
+    // The operator's procedure after a split-brain stop: recover the chosen node (the lowest
+    // index), let it lead, then recover the others so they rejoin it.
+    let mut rounds = 0;
+    while w.violations.is_empty() && !w.fenced().is_empty() && rounds < w.nodes.len() {
+        rounds += 1;
+        let first = w.fenced()[0];
+        let now = w.now;
+        w.schedule(now, Fault::Operator(first, OperatorRequest::Recover));
+        let t = w.now.plus(settle);
+        w.run_until(t);
+    }
+    if w.violations.is_empty() {
+        let masters = w.masters();
+        if masters.len() != 1 {
+            let states: Vec<String> = (0..w.nodes.len())
+                .map(|i| {
+                    format!(
+                        "db{i}={}",
+                        w.state_of(i).map(|s| s.name()).unwrap_or("down")
+                    )
+                })
+                .collect();
+            let what = format!(
+                "liveness: {} masters {:?} {} ms after the faults ended (states: {})",
+                masters.len(),
+                masters,
+                settle,
+                states.join(" ")
+            );
+            let at = w.now;
+            w.violations.push(Violation { at, what });
+        }
+    }
+    Outcome {
+        seed,
+        scenario: sc,
+        violations: w.violations.clone(),
+        stats: w.stats,
+        end: w.now,
+        world: w,
+    }
+}

@@ -1,0 +1,76 @@
+//! The simulator's sweep: many seeds, every invariant after every step.
+
+use pgha_sim::run_seed;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+    })
+}
+
+#[test]
+fn ten_thousand_seeds_hold_every_invariant() {
+    let count = env_u64("PGHA_SIM_SEEDS").unwrap_or(10_000);
+    let first = env_u64("PGHA_SIM_FIRST_SEED").unwrap_or(0);
+    let started = std::time::Instant::now();
+    let mut failures = Vec::new();
+    let mut totals = pgha_sim::Stats::default();
+    for seed in first..first + count {
+        let out = run_seed(seed, false);
+        totals.steps += out.stats.steps;
+        totals.inputs += out.stats.inputs;
+        totals.promotions += out.stats.promotions;
+        totals.split_brain_stops += out.stats.split_brain_stops;
+        totals.clones += out.stats.clones;
+        totals.recovers += out.stats.recovers;
+        if !out.ok() {
+            failures.push(seed);
+            if failures.len() == 1 {
+                // Re-run with the trace kept, to print it.
+                let out = run_seed(seed, true);
+                eprintln!("{}", out.report(150));
+            }
+        }
+    }
+    eprintln!(
+        "{count} seeds in {:.1} s: {} steps, {} core inputs, {} promotions, {} split-brain stops, {} clones, {} recovers",
+        started.elapsed().as_secs_f64(),
+        totals.steps,
+        totals.inputs,
+        totals.promotions,
+        totals.split_brain_stops,
+        totals.clones,
+        totals.recovers
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(20)]
+    );
+}
+
+#[test]
+fn one_seed() {
+    let seed = env_u64("PGHA_SIM_SEED").unwrap_or(7);
+    let out = run_seed(seed, true);
+    if std::env::var("PGHA_SIM_SEED").is_ok() {
+        eprintln!("{}", out.report(usize::MAX));
+    }
+    assert!(out.ok(), "{}", out.report(200));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace() {
+    for seed in [1, 2, 3, 42, 1234] {
+        let a = run_seed(seed, true);
+        let b = run_seed(seed, true);
+        assert!(!a.world.trace.is_empty());
+        assert_eq!(
+            a.world.trace, b.world.trace,
+            "seed {seed} gave two different traces"
+        );
+        assert_eq!(a.stats, b.stats);
+    }
+}
