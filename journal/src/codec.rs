@@ -1,0 +1,125 @@
+//! The one place payloads are encoded: serde + bincode 2 (`=2.0.1`) with a fixed
+//! configuration. Every payload type is a core type (externally tagged enums only) or one of
+//! the small records below. Changing any encoded type's shape changes the bytes: bump
+//! [`CODEC_VERSION`] and keep a decoder for the old version; the golden-bytes tests in
+//! `tests/codec.rs` fail first.
+
+use pgha_core::{Command, Config, Input, Node, Transition};
+use serde::{Deserialize, Serialize};
+
+/// The version of the payload encoding written by this build. A journal whose header names
+/// a larger version is refused with [`crate::JournalError::NewerCodec`].
+pub const CODEC_VERSION: u32 = 1;
+
+/// The largest payload decoded (a guard against a damaged length prefix).
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+/// The fixed bincode configuration: little-endian, variable-length integers, a size limit.
+fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_PAYLOAD>,
+> {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_variable_int_encoding()
+        .with_limit::<MAX_PAYLOAD>()
+}
+
+/// Why a payload could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecError(pub String);
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+/// The header of one run (one core lifetime): who wrote it and with which settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// The node's name (the core config's `name`).
+    pub node: String,
+    /// The core configuration the node ran with: replay uses exactly this.
+    pub config: Config,
+    /// The full effective configuration text the shell loaded (may be empty).
+    pub config_text: String,
+    /// The pgha version that wrote the run.
+    pub pgha_version: String,
+    /// The codec version of the run's payloads.
+    pub codec_version: u32,
+}
+
+impl Header {
+    /// A header for `config`, with this build's pgha and codec versions.
+    pub fn new(config: Config, config_text: impl Into<String>) -> Header {
+        Header {
+            node: config.name.clone(),
+            config,
+            config_text: config_text.into(),
+            pgha_version: env!("CARGO_PKG_VERSION").to_string(),
+            codec_version: CODEC_VERSION,
+        }
+    }
+}
+
+/// A snapshot row: the complete node between two inputs (queues drained), so a journal
+/// pruned before it still replays exactly from here.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub header: Header,
+    pub node: Node,
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding into a Vec fails only past the size limit, which no core type approaches;
+    // an empty payload then fails to decode and is reported as corrupt.
+    bincode::serde::encode_to_vec(value, config()).unwrap_or_default()
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice::<T, _>(bytes, config())
+        .map_err(|e| CodecError(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError(format!(
+            "{} trailing bytes after the payload",
+            bytes.len() - used
+        )));
+    }
+    Ok(value)
+}
+
+pub fn encode_input(input: &Input) -> Vec<u8> {
+    encode(input)
+}
+
+pub fn decode_input(bytes: &[u8]) -> Result<Input, CodecError> {
+    decode(bytes)
+}
+
+pub fn encode_transition(t: &Transition) -> Vec<u8> {
+    encode(t)
+}
+
+pub fn decode_transition(bytes: &[u8]) -> Result<Transition, CodecError> {
+    decode(bytes)
+}
+
+pub fn encode_command(c: &Command) -> Vec<u8> {
+    encode(c)
+}
+
+pub fn decode_command(bytes: &[u8]) -> Result<Command, CodecError> {
+    decode(bytes)
+}
+
+pub fn encode_header(h: &Header) -> Vec<u8> {
+    encode(h)
+}
+
+pub fn decode_header(bytes: &[u8]) -> Result<Header, CodecError> {
+    decode(bytes)
+}

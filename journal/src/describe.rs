@@ -1,0 +1,82 @@
+//! One-line texts for the `reason` column of input and command rows.
+
+use pgha_core::{Command, CommandKind, Config, Event, Input, ProbeResult, ProxyTarget, StartAs};
+
+pub fn probe(r: &ProbeResult) -> String {
+    match *r {
+        ProbeResult::Master { timeline, lsn } => format!("master tl {timeline} {lsn}"),
+        ProbeResult::Replica {
+            timeline,
+            replay_lsn,
+            ..
+        } => format!("replica tl {timeline} {replay_lsn}"),
+        other => other.name().to_string(),
+    }
+}
+
+/// `probe db1: timeout`, `started: data tl 3 (was master)`, `timer`.
+pub fn input(i: &Input, c: &Config) -> String {
+    match i {
+        Input::Timeout => "timer".into(),
+        Input::Event(e) => match e {
+            Event::Started(f) => {
+                let data = match f.data_dir {
+                    pgha_core::DataDir::Empty { held_data } => {
+                        format!(
+                            "empty data dir{}",
+                            if held_data { " (held data)" } else { "" }
+                        )
+                    }
+                    pgha_core::DataDir::Present {
+                        timeline,
+                        was_master,
+                        ..
+                    } => format!(
+                        "data tl {timeline}{}",
+                        if was_master { " (was master)" } else { "" }
+                    ),
+                };
+                format!(
+                    "started: {data}{}{}",
+                    if f.postgres_running {
+                        ", postgres running"
+                    } else {
+                        ""
+                    },
+                    if f.fenced { ", fenced" } else { "" }
+                )
+            }
+            Event::LocalProbe { result, .. } => format!("local: {}", probe(result)),
+            Event::PeerProbe { peer, result, .. } => {
+                format!("{}: {}", c.peer_name(*peer), probe(result))
+            }
+            Event::CommandDone {
+                id,
+                outcome,
+                duration_ms,
+            } => match outcome {
+                Ok(()) => format!("#{} ok in {duration_ms} ms", id.0),
+                Err(f) => format!("#{} failed ({f:?}) after {duration_ms} ms", id.0),
+            },
+            Event::Operator(r) => format!("operator: {}", r.name()),
+        },
+    }
+}
+
+/// `#12 probe db1`, `#40 start postgres as replica of db0`.
+pub fn command(cmd: &Command, c: &Config) -> String {
+    let what = match cmd.kind {
+        CommandKind::ProbePeer(p) => format!("probe {}", c.peer_name(p)),
+        CommandKind::StartPostgres(StartAs::Replica { upstream }) => {
+            format!("start postgres as replica of {}", c.peer_name(upstream))
+        }
+        CommandKind::Basebackup { from } => format!("basebackup from {}", c.peer_name(from)),
+        CommandKind::Follow { upstream } => format!("follow {}", c.peer_name(upstream)),
+        CommandKind::RepointProxy(ProxyTarget::Peer(p)) => {
+            format!("repoint proxy to {}", c.peer_name(p))
+        }
+        CommandKind::RepointProxy(ProxyTarget::Local) => "repoint proxy to local".into(),
+        k => k.name().to_string(),
+    };
+    format!("#{} {what}", cmd.id.0)
+}

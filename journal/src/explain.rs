@@ -1,0 +1,1 @@
+//! `pgha explain`: one or more nodes' journals as an incident report.

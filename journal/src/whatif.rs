@@ -1,0 +1,1 @@
+//! What-if replay: the recorded world, replayed against a core with changed settings.
