@@ -1,11 +1,24 @@
 //! `pgha`: the daemon and its command line. Policy lives in `pgha-core`; this crate only
 //! carries out what the core decides and reports back what happened.
+//!
+//! Exit codes: 0 success; 1 the command ran and the answer is "no" (check failed, request
+//! refused, daemon stopped on a runtime error); 2 bad usage or configuration, or the daemon
+//! could not be reached or started.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
+mod api;
+mod client;
+mod config;
+mod daemon;
+mod demo;
+mod effectors;
 mod journal_cli;
+mod runtime;
 
 /// pgha: PostgreSQL high availability, one daemon beside each node.
 #[derive(Debug, Parser)]
@@ -15,8 +28,70 @@ struct Cli {
     command: Cmd,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeKind {
+    /// Blocking threads and a channel (default).
+    Threads,
+    /// The smol async runtime.
+    Smol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CheckRole {
+    /// Exit 0 only on a healthy master.
+    Primary,
+    /// Exit 0 only on a healthy streaming replica.
+    Replica,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run the daemon for the node the configuration describes (never as root).
+    Run {
+        /// The node's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Which runtime drives the core.
+        #[arg(long, value_enum, default_value = "threads")]
+        runtime: RuntimeKind,
+    },
+    /// Show this node and its peers: role, state, timeline, LSN, lag, last transition.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 only when the local node is a healthy master (or streaming replica).
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(value_enum)]
+        role: CheckRole,
+    },
+    /// Clear a split-brain fence on the running daemon: it leads, or rejoins the master.
+    Recover {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Promote this replica on purpose (the running daemon carries it out).
+    Promote {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Suspend automatic actions on the running daemon (probes go on).
+    Pause {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Resume automatic actions on the running daemon.
+    Resume {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start a two-node cluster in a temporary directory, fail it over and back, explain it.
+    Demo(demo::DemoArgs),
     /// Read, verify and replay journals.
     #[command(subcommand)]
     Journal(journal_cli::JournalCmd),
@@ -24,11 +99,147 @@ enum Cmd {
     Explain(journal_cli::ExplainArgs),
 }
 
+fn load(path: &std::path::Path) -> Result<config::FileConfig, ExitCode> {
+    match config::load(path) {
+        Ok((c, warnings)) => {
+            for w in warnings {
+                log::warn!("{}: {w}", path.display());
+            }
+            Ok(c)
+        }
+        Err(e) => {
+            eprintln!("pgha: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    let with = |path: &PathBuf, f: &dyn Fn(&config::FileConfig) -> ExitCode| match load(path) {
+        Ok(c) => f(&c),
+        Err(code) => code,
+    };
     match cli.command {
+        Cmd::Run { config, runtime } => run(&config, runtime),
+        Cmd::Status { config, json } => with(&config, &|c| client::status(c, json)),
+        Cmd::Check { config, role } => with(&config, &|c| {
+            client::check(
+                c,
+                match role {
+                    CheckRole::Primary => "primary",
+                    CheckRole::Replica => "replica",
+                },
+            )
+        }),
+        Cmd::Recover { config } => with(&config, &|c| client::operator(c, "recover")),
+        Cmd::Promote { config } => with(&config, &|c| client::operator(c, "promote")),
+        Cmd::Pause { config } => with(&config, &|c| client::operator(c, "pause")),
+        Cmd::Resume { config } => with(&config, &|c| client::operator(c, "resume")),
+        Cmd::Demo(args) => demo::demo(args),
         Cmd::Journal(cmd) => journal_cli::journal(cmd),
         Cmd::Explain(args) => journal_cli::explain(args),
+    }
+}
+
+/// `pgha run`: checks everything before starting anything, then drives the core until
+/// SIGTERM or SIGINT.
+fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
+    if nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "pgha: refusing to run as root: PostgreSQL refuses root too. Run the daemon as the \
+             user that owns the data directory, e.g. `runuser -u postgres -- pgha run --config {}`",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    let cfg = match load(path) {
+        Ok(c) => Arc::new(c),
+        Err(code) => return code,
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let runtime_name = match kind {
+        RuntimeKind::Threads => "threads",
+        RuntimeKind::Smol => "smol",
+    };
+    let d = match daemon::Daemon::open(cfg.clone(), text, runtime_name) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pgha: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let status = d.status_handle();
+    let eff = effectors::Effectors::new(cfg.clone());
+    // One channel type per runtime; the API and the signal handler only need "send".
+    let (submit, start): (api::Submit, Box<dyn FnOnce() -> Result<(), String>>) = match kind {
+        RuntimeKind::Threads => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let t2 = tx.clone();
+            let submit: api::Submit = Arc::new(move |m| t2.send(m).is_ok());
+            (
+                submit,
+                Box::new(move || runtime::threads::run(d, eff, tx, rx)),
+            )
+        }
+        RuntimeKind::Smol => {
+            let (tx, rx) = smol::channel::unbounded();
+            let t2 = tx.clone();
+            let submit: api::Submit = Arc::new(move |m| t2.try_send(m).is_ok());
+            (
+                submit,
+                Box::new(move || runtime::smol_rt::run(d, eff, tx, rx)),
+            )
+        }
+    };
+    let api = match api::serve(cfg.node.api, status.clone(), submit.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("pgha: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    // SIGTERM and SIGINT end the main loop through its own channel, so the journal is closed
+    // by the loop itself; signal-hook runs no code in the signal handler.
+    let stopper = submit.clone();
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pgha: cannot install signal handlers: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sig_handle = signals.handle();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            log::info!("signal {sig}: stopping the daemon (postgres keeps running)");
+            stopper(runtime::Msg::Stop);
+        }
+    });
+    log::info!(
+        "pgha {} starting: node {} (index {}), runtime {runtime_name}, API on {}, journal {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.node.name,
+        cfg.index,
+        cfg.node.api,
+        cfg.journal.display()
+    );
+    let result = start();
+    sig_handle.close();
+    api.stop();
+    effectors::process::terminate_running();
+    match result {
+        Ok(()) => {
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("stopped on an error: {e}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -1,0 +1,617 @@
+//! The daemon's TOML configuration: parsed strictly (unknown keys, wrong types and missing
+//! keys are errors naming the key, the file, and the line and column the parser gives), then
+//! checked (port clashes, unreadable paths) before anything starts, and turned into the core's
+//! [`pgha_core::Config`]. `docs/configuration.md` documents every key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use pgha_core::{PeerConfig, SplitBrainRule, Topology};
+use serde::Deserialize;
+
+/// A configuration that cannot be used, with the file and the key it concerns.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    node: RawNode,
+    #[serde(default)]
+    peers: Vec<RawPeer>,
+    replication: RawReplication,
+    journal: RawJournal,
+    #[serde(default)]
+    postgres: RawPostgres,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    index: u32,
+    data_dir: PathBuf,
+    bin_dir: Option<PathBuf>,
+    host: String,
+    port: u16,
+    api: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: String,
+    host: String,
+    port: u16,
+    api: String,
+    index: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplication {
+    enabled: bool,
+    #[serde(default = "d_grace")]
+    grace: f64,
+    #[serde(default = "d_connect_timeout")]
+    connect_timeout: f64,
+    #[serde(default = "d_error_count")]
+    psql_error_count: u32,
+    #[serde(default = "d_probe_interval")]
+    probe_interval: f64,
+    grace_stagger: Option<f64>,
+    #[serde(default = "d_transition_bound")]
+    transition_bound: f64,
+    #[serde(default)]
+    split_brain: Option<String>,
+    #[serde(default)]
+    topology: Option<String>,
+}
+
+fn d_grace() -> f64 {
+    15.0
+}
+fn d_connect_timeout() -> f64 {
+    5.0
+}
+fn d_error_count() -> u32 {
+    3
+}
+fn d_probe_interval() -> f64 {
+    1.0
+}
+fn d_transition_bound() -> f64 {
+    30.0
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJournal {
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgres {
+    user: Option<String>,
+    password: Option<String>,
+    dbname: Option<String>,
+    socket_dir: Option<PathBuf>,
+    log_file: Option<PathBuf>,
+    initdb_args: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    initdb: Option<f64>,
+    start: Option<f64>,
+    stop: Option<f64>,
+    promote: Option<f64>,
+    basebackup: Option<f64>,
+    command: Option<f64>,
+}
+
+/// Where a PostgreSQL server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub api: SocketAddr,
+}
+
+/// How the daemon connects to PostgreSQL servers and runs its tools.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    pub user: String,
+    pub password: Option<String>,
+    pub dbname: String,
+    pub socket_dir: Option<PathBuf>,
+    pub log_file: PathBuf,
+    pub initdb_args: Vec<String>,
+}
+
+/// Time limits of the actions, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub initdb_ms: u64,
+    pub start_ms: u64,
+    pub stop_ms: u64,
+    pub promote_ms: u64,
+    pub basebackup_ms: u64,
+    pub command_ms: u64,
+}
+
+/// A checked configuration file.
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    pub node: Endpoint,
+    pub index: u32,
+    pub data_dir: PathBuf,
+    pub bin_dir: PathBuf,
+    pub peers: Vec<Endpoint>,
+    pub journal: PathBuf,
+    pub pg: PgSettings,
+    pub timeouts: Timeouts,
+    /// What the core decides with.
+    pub core: pgha_core::Config,
+}
+
+fn secs(file: &Path, key: &str, v: f64) -> Result<u64, ConfigError> {
+    if !v.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&v) {
+        return Err(err(
+            file,
+            format!("{key} = {v}: must be a number of seconds between 0 and one year"),
+        ));
+    }
+    Ok((v * 1000.0).round() as u64)
+}
+
+fn err(file: &Path, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn parse_api(file: &Path, key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse().map_err(|_| {
+        err(
+            file,
+            format!("{key} = {v:?}: expected an address and port such as \"127.0.0.1:8008\""),
+        )
+    })
+}
+
+/// Finds PostgreSQL's programs when `node.bin_dir` is absent: the newest
+/// `/usr/lib/postgresql/*/bin`, else the directory of `pg_ctl` on the PATH.
+fn find_bin_dir() -> Option<PathBuf> {
+    let mut best: Option<(u32, PathBuf)> = None;
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        for e in entries.flatten() {
+            let Some(v) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let bin = e.path().join("bin");
+            if bin.join("pg_ctl").is_file() && best.as_ref().is_none_or(|(b, _)| v > *b) {
+                best = Some((v, bin));
+            }
+        }
+    }
+    if let Some((_, bin)) = best {
+        return Some(bin);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).find(|p| p.join("pg_ctl").is_file()))
+}
+
+/// Reads, parses and checks a configuration file. Warnings of the core's
+/// [`pgha_core::Config::validate`] are returned for the caller to log.
+pub fn load(file: &Path) -> Result<(FileConfig, Vec<String>), ConfigError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| err(file, format!("cannot read the configuration file: {e}")))?;
+    parse(file, &text)
+}
+
+/// Parses and checks configuration text read from `file`.
+pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), ConfigError> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let msg = e.to_string();
+        err(file, msg.trim_end().to_string())
+    })?;
+    let node = Endpoint {
+        name: raw.node.name.clone(),
+        host: raw.node.host.clone(),
+        port: raw.node.port,
+        api: parse_api(file, "node.api", &raw.node.api)?,
+    };
+    if node.name.trim().is_empty() {
+        return Err(err(file, "node.name must not be empty"));
+    }
+    let mut peers = Vec::new();
+    let mut peer_cfgs = Vec::new();
+    let mut next_index = 0u32;
+    for (i, p) in raw.peers.iter().enumerate() {
+        let key = format!("peers[{i}]");
+        if p.name.trim().is_empty() {
+            return Err(err(file, format!("{key}.name must not be empty")));
+        }
+        let api = parse_api(file, &format!("{key}.api"), &p.api)?;
+        let index = match p.index {
+            Some(ix) => ix,
+            None => {
+                if next_index == raw.node.index {
+                    next_index += 1;
+                }
+                let ix = next_index;
+                next_index += 1;
+                ix
+            }
+        };
+        peers.push(Endpoint {
+            name: p.name.clone(),
+            host: p.host.clone(),
+            port: p.port,
+            api,
+        });
+        peer_cfgs.push(PeerConfig {
+            name: p.name.clone(),
+            index,
+        });
+    }
+    // Port clashes: two servers or two APIs on one address, or an API on a postgres port.
+    let all: Vec<&Endpoint> = std::iter::once(&node).chain(peers.iter()).collect();
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[..i] {
+            if a.host == b.host && a.port == b.port {
+                return Err(err(
+                    file,
+                    format!(
+                        "port clash: {} and {} both use postgres port {}:{} (node.port / peers.port)",
+                        b.name, a.name, a.host, a.port
+                    ),
+                ));
+            }
+            if a.api == b.api {
+                return Err(err(
+                    file,
+                    format!(
+                        "port clash: {} and {} both use API address {} (node.api / peers.api)",
+                        b.name, a.name, a.api
+                    ),
+                ));
+            }
+        }
+        for b in &all {
+            if b.api.port() == a.port && hosts_overlap(&b.api.ip().to_string(), &a.host) {
+                return Err(err(
+                    file,
+                    format!(
+                        "port clash: the API of {} ({}) uses the postgres port of {}",
+                        b.name, b.api, a.name
+                    ),
+                ));
+            }
+        }
+    }
+
+    let repl = &raw.replication;
+    let topology = match (repl.enabled, repl.topology.as_deref()) {
+        (false, None | Some("standalone")) => Topology::Standalone,
+        (false, Some(t)) => {
+            return Err(err(
+                file,
+                format!(
+                    "replication.topology = {t:?} but replication.enabled = false (standalone)"
+                ),
+            ));
+        }
+        (true, Some("ha")) => Topology::Ha,
+        (true, Some("star")) => Topology::Star,
+        (true, Some(t)) => {
+            return Err(err(
+                file,
+                format!("replication.topology = {t:?}: expected \"ha\" or \"star\""),
+            ));
+        }
+        (true, None) if peers.len() == 1 => Topology::Ha,
+        (true, None) => Topology::Star,
+    };
+    let split_brain = match repl.split_brain.as_deref() {
+        None | Some("both-stop") => SplitBrainRule::BothStop,
+        Some("older-timeline-steps-down") => SplitBrainRule::OlderTimelineStepsDown,
+        Some(v) => {
+            return Err(err(
+                file,
+                format!(
+                    "replication.split_brain = {v:?}: expected \"both-stop\" or \"older-timeline-steps-down\""
+                ),
+            ));
+        }
+    };
+    let grace_ms = secs(file, "replication.grace", repl.grace)?;
+    let core = pgha_core::Config {
+        name: node.name.clone(),
+        index: raw.node.index,
+        peers: if topology == Topology::Standalone {
+            Vec::new()
+        } else {
+            peer_cfgs
+        },
+        topology,
+        grace_ms,
+        grace_stagger_ms: match repl.grace_stagger {
+            Some(v) => secs(file, "replication.grace_stagger", v)?,
+            None => (grace_ms / 3).min(5_000),
+        },
+        connect_timeout_ms: secs(file, "replication.connect_timeout", repl.connect_timeout)?,
+        psql_error_count: repl.psql_error_count,
+        probe_interval_ms: secs(file, "replication.probe_interval", repl.probe_interval)?,
+        transition_bound_ms: secs(file, "replication.transition_bound", repl.transition_bound)?,
+        split_brain,
+        vip: false,
+        proxy: false,
+        hooks: false,
+    };
+    if topology == Topology::Standalone && !peers.is_empty() {
+        return Err(err(
+            file,
+            format!(
+                "replication.enabled = false but {} [[peers]] are configured",
+                peers.len()
+            ),
+        ));
+    }
+    let warnings = core
+        .validate()
+        .map_err(|e| err(file, e.to_string()))?
+        .into_iter()
+        .map(|w| w.to_string())
+        .collect();
+
+    // Paths: the data dir's parent must exist, the data dir (when present) be a readable
+    // directory, the journal's directory exist, and PostgreSQL's programs be there.
+    let data_dir = raw.node.data_dir.clone();
+    if !data_dir.is_absolute() {
+        return Err(err(
+            file,
+            format!(
+                "node.data_dir = {:?}: must be an absolute path",
+                data_dir.display()
+            ),
+        ));
+    }
+    check_parent(file, "node.data_dir", &data_dir)?;
+    if data_dir.exists() {
+        if !data_dir.is_dir() {
+            return Err(err(
+                file,
+                format!(
+                    "node.data_dir = {:?} exists and is not a directory",
+                    data_dir.display()
+                ),
+            ));
+        }
+        std::fs::read_dir(&data_dir).map_err(|e| {
+            err(
+                file,
+                format!(
+                    "node.data_dir = {:?} is not readable: {e}",
+                    data_dir.display()
+                ),
+            )
+        })?;
+    }
+    check_parent(file, "journal.path", &raw.journal.path)?;
+    if raw.journal.path.is_dir() {
+        return Err(err(
+            file,
+            format!(
+                "journal.path = {:?} is a directory; name a file",
+                raw.journal.path.display()
+            ),
+        ));
+    }
+    let bin_dir = match &raw.node.bin_dir {
+        Some(b) => {
+            if !b.join("pg_ctl").is_file() {
+                return Err(err(
+                    file,
+                    format!(
+                        "node.bin_dir = {:?}: no pg_ctl there (is PostgreSQL installed?)",
+                        b.display()
+                    ),
+                ));
+            }
+            b.clone()
+        }
+        None => find_bin_dir().ok_or_else(|| {
+            err(
+                file,
+                "node.bin_dir is not set and no PostgreSQL installation was found (looked in /usr/lib/postgresql/*/bin and PATH)",
+            )
+        })?,
+    };
+    let pgraw = &raw.postgres;
+    let pg = PgSettings {
+        user: pgraw.user.clone().unwrap_or_else(|| "postgres".into()),
+        password: pgraw.password.clone(),
+        dbname: pgraw.dbname.clone().unwrap_or_else(|| "postgres".into()),
+        socket_dir: pgraw.socket_dir.clone(),
+        log_file: pgraw
+            .log_file
+            .clone()
+            .unwrap_or_else(|| sibling(&data_dir, "postgres.log")),
+        initdb_args: pgraw
+            .initdb_args
+            .clone()
+            .unwrap_or_else(|| vec!["--auth=trust".into(), "--encoding=UTF8".into()]),
+    };
+    let t = &raw.timeouts;
+    let ms = |key: &str, v: Option<f64>, d: f64| secs(file, key, v.unwrap_or(d));
+    let timeouts = Timeouts {
+        initdb_ms: ms("timeouts.initdb", t.initdb, 120.0)?,
+        start_ms: ms("timeouts.start", t.start, 120.0)?,
+        stop_ms: ms("timeouts.stop", t.stop, 60.0)?,
+        promote_ms: ms("timeouts.promote", t.promote, 60.0)?,
+        basebackup_ms: ms("timeouts.basebackup", t.basebackup, 3600.0)?,
+        command_ms: ms("timeouts.command", t.command, 30.0)?,
+    };
+    Ok((
+        FileConfig {
+            node,
+            index: raw.node.index,
+            data_dir,
+            bin_dir,
+            peers,
+            journal: raw.journal.path,
+            pg,
+            timeouts,
+            core,
+        },
+        warnings,
+    ))
+}
+
+/// Whether two host strings may name the same interface (equal, or either a wildcard).
+fn hosts_overlap(a: &str, b: &str) -> bool {
+    let wild = |h: &str| h == "0.0.0.0" || h == "::" || h == "*";
+    a == b || wild(a) || wild(b)
+}
+
+fn check_parent(file: &Path, key: &str, path: &Path) -> Result<(), ConfigError> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let Some(parent) = parent else {
+        return Ok(());
+    };
+    match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(err(
+            file,
+            format!(
+                "{key} = {:?}: {} is not a directory",
+                path.display(),
+                parent.display()
+            ),
+        )),
+        Err(e) => Err(err(
+            file,
+            format!(
+                "{key} = {:?}: its directory {} is not usable: {e}",
+                path.display(),
+                parent.display()
+            ),
+        )),
+    }
+}
+
+/// `<data_dir>.<suffix>`, next to the data dir (so it survives a re-clone).
+pub fn sibling(data_dir: &Path, suffix: &str) -> PathBuf {
+    let mut s = data_dir.as_os_str().to_os_string();
+    s.push(".");
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+impl FileConfig {
+    pub fn peer(&self, id: pgha_core::PeerId) -> Option<&Endpoint> {
+        self.peers.get(id.index())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(dir: &Path) -> String {
+        format!(
+            r#"
+[node]
+name = "db0"
+index = 0
+data_dir = "{d}/db0"
+host = "127.0.0.1"
+port = 6432
+api = "127.0.0.1:8008"
+
+[[peers]]
+name = "db1"
+host = "127.0.0.1"
+port = 6433
+api = "127.0.0.1:8009"
+
+[replication]
+enabled = true
+grace = 15
+connect_timeout = 5
+psql_error_count = 3
+probe_interval = 0.2
+
+[journal]
+path = "{d}/db0.journal"
+"#,
+            d = dir.display()
+        )
+    }
+
+    fn tmp() -> PathBuf {
+        std::env::temp_dir()
+    }
+
+    #[test]
+    fn the_issue_example_parses_into_an_ha_pair() {
+        let (c, warnings) = parse(Path::new("x.toml"), &sample(&tmp())).unwrap();
+        assert_eq!(c.core.topology, Topology::Ha);
+        assert_eq!(c.core.peers[0].index, 1);
+        assert_eq!(c.core.probe_interval_ms, 200);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_key_line_and_file() {
+        let text = sample(&tmp()).replace("port = 6432", "port = 6432\nprot = 1");
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(e.contains("x.toml"), "{e}");
+        assert!(e.contains("prot"), "{e}");
+        assert!(e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_and_a_missing_key_are_errors() {
+        let text = sample(&tmp()).replace("port = 6432", "port = \"x\"");
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(e.contains("port"), "{e}");
+        let text = sample(&tmp()).replace("name = \"db0\"", "");
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(e.contains("name"), "{e}");
+    }
+
+    #[test]
+    fn a_port_clash_is_an_error() {
+        let text = sample(&tmp()).replace("port = 6433", "port = 6432");
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(e.contains("port clash"), "{e}");
+    }
+
+    #[test]
+    fn a_short_connect_timeout_warns() {
+        let text = sample(&tmp()).replace("connect_timeout = 5", "connect_timeout = 0.1");
+        let (_, w) = parse(Path::new("x.toml"), &text).unwrap();
+        assert!(w.iter().any(|w| w.contains("connect_timeout")), "{w:?}");
+    }
+}

@@ -1,0 +1,344 @@
+//! What both runtimes share: the core behind its journal (one call per input), the clock,
+//! logging of transitions, and the status snapshot the HTTP API serves. No policy here.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use pgha_core::{
+    Command, CommandId, Event, Input, OperatorRequest, ProbeResult, Role, Timestamp, Transition,
+};
+use serde::Serialize;
+
+use crate::config::FileConfig;
+use crate::effectors::{ProbeDetail, ProbeTarget};
+
+/// What one input produced: transitions (already journaled and logged) and the commands to
+/// carry out, in order.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub transitions: Vec<Transition>,
+    pub commands: Vec<Command>,
+}
+
+/// The core behind its journal: one call per input, journaled before its outputs are
+/// returned. (Until the journal crate exports its recorder, the core is driven directly.)
+struct Driver {
+    node: pgha_core::Node,
+}
+
+impl Driver {
+    fn open(cfg: &FileConfig, _config_text: String) -> Result<Driver, String> {
+        Ok(Driver {
+            node: pgha_core::Node::new(cfg.core.clone()),
+        })
+    }
+
+    fn step(&mut self, now: Timestamp, input: Input) -> Result<Step, String> {
+        let _wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.node.apply(now, input);
+        let mut step = Step::default();
+        while let Some(t) = self.node.poll_transition() {
+            step.transitions.push(t);
+        }
+        while let Some(c) = self.node.poll_command() {
+            step.commands.push(c);
+        }
+        Ok(step)
+    }
+
+    fn node(&self) -> &pgha_core::Node {
+        &self.node
+    }
+}
+
+/// A JSON-ready view of a probe result.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ProbeView {
+    pub result: String,
+    pub timeline: Option<u32>,
+    pub lsn: Option<String>,
+    pub lsn_bytes: Option<u64>,
+    pub streaming: bool,
+    pub upstream: Option<String>,
+    pub age_ms: Option<u64>,
+}
+
+/// One peer in the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerView {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub api: String,
+    pub last_probe: Option<ProbeView>,
+}
+
+/// The last transition, rendered.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransitionView {
+    pub at_ms: u64,
+    pub from: String,
+    pub to: String,
+    pub reason_code: String,
+    pub reason: String,
+}
+
+/// What `GET /status` returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub name: String,
+    pub role: String,
+    pub state: String,
+    pub paused: bool,
+    pub timeline: Option<u32>,
+    pub uptime_ms: u64,
+    pub local: Option<ProbeView>,
+    /// Bytes a replica is behind its upstream's last reported position.
+    pub lag_bytes: Option<u64>,
+    pub peers: Vec<PeerView>,
+    pub last_transition: Option<TransitionView>,
+    pub journal: String,
+    pub runtime: String,
+}
+
+/// A runtime's handle on the node: the journaled core, the clock and the status.
+pub struct Daemon {
+    cfg: Arc<FileConfig>,
+    driver: Driver,
+    epoch: Instant,
+    status: Arc<Mutex<Status>>,
+    local_detail: Option<(Timestamp, ProbeDetail)>,
+    peer_detail: Vec<Option<(Timestamp, ProbeDetail)>>,
+    probes: std::collections::BTreeMap<CommandId, ProbeTarget>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("node", &self.cfg.node.name)
+            .finish()
+    }
+}
+
+pub fn render(t: &Transition, cfg: &pgha_core::Config) -> TransitionView {
+    TransitionView {
+        at_ms: t.at.as_millis(),
+        from: t.from.name().to_string(),
+        to: t.to.name().to_string(),
+        reason_code: t.reason.code().to_string(),
+        reason: t.reason.describe(cfg).to_string(),
+    }
+}
+
+fn view(cfg: &FileConfig, now: Timestamp, at: Timestamp, d: &ProbeDetail) -> ProbeView {
+    let (lsn, upstream) = match d.result {
+        ProbeResult::Master { lsn, .. } => (Some(lsn), None),
+        ProbeResult::Replica {
+            replay_lsn,
+            upstream,
+            ..
+        } => (
+            Some(replay_lsn),
+            upstream.and_then(|p| cfg.peer(p)).map(|p| p.name.clone()),
+        ),
+        _ => (None, None),
+    };
+    ProbeView {
+        result: d.result.name().to_string(),
+        timeline: d.result.timeline(),
+        lsn: lsn.map(|l| l.to_string()),
+        lsn_bytes: lsn.map(|l| l.0),
+        streaming: d.streaming,
+        upstream,
+        age_ms: Some(now.since(at)),
+    }
+}
+
+impl Daemon {
+    /// Opens the journal (appending a new run) and prepares the status.
+    pub fn open(
+        cfg: Arc<FileConfig>,
+        config_text: String,
+        runtime: &str,
+    ) -> Result<Daemon, String> {
+        let driver = Driver::open(&cfg, config_text)?;
+        let status = Status {
+            name: cfg.node.name.clone(),
+            role: Role::None.name().to_string(),
+            state: "init".into(),
+            paused: false,
+            timeline: None,
+            uptime_ms: 0,
+            local: None,
+            lag_bytes: None,
+            peers: Vec::new(),
+            last_transition: None,
+            journal: cfg.journal.display().to_string(),
+            runtime: runtime.to_string(),
+        };
+        let n = cfg.peers.len();
+        Ok(Daemon {
+            cfg,
+            driver,
+            epoch: Instant::now(),
+            status: Arc::new(Mutex::new(status)),
+            local_detail: None,
+            peer_detail: vec![None; n],
+            probes: Default::default(),
+        })
+    }
+
+    pub fn config(&self) -> &Arc<FileConfig> {
+        &self.cfg
+    }
+
+    pub fn status_handle(&self) -> Arc<Mutex<Status>> {
+        self.status.clone()
+    }
+
+    /// The monotonic clock, in milliseconds since the daemon started.
+    pub fn now(&self) -> Timestamp {
+        Timestamp(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// The core's state now.
+    pub fn state(&self) -> pgha_core::State {
+        self.driver.node().state()
+    }
+
+    /// The earliest deadline of the core.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.driver.node().poll_timeout()
+    }
+
+    /// Feeds one input through the journal, logs the transitions, refreshes the status and
+    /// returns what to carry out. Probe commands are remembered so their results can be
+    /// routed back.
+    pub fn step(&mut self, input: Input) -> Result<Step, String> {
+        let now = self.now();
+        let step = self.driver.step(now, input)?;
+        let core = &self.cfg.core;
+        for t in &step.transitions {
+            if t.from == t.to {
+                log::info!(
+                    "{} ({}): {}",
+                    t.to.name(),
+                    t.reason.code(),
+                    t.reason.describe(core)
+                );
+            } else {
+                log::info!(
+                    "{} -> {}: {}",
+                    t.from.name(),
+                    t.to.name(),
+                    t.reason.describe(core)
+                );
+            }
+        }
+        for c in &step.commands {
+            if let Some(target) = ProbeTarget::of(c.kind) {
+                self.probes.insert(c.id, target);
+            } else {
+                log::debug!("command {}: {}", c.id.0, c.kind.name());
+            }
+        }
+        self.refresh(now);
+        Ok(step)
+    }
+
+    /// Feeds a probe's result back as the event the core expects.
+    pub fn probe_done(&mut self, id: CommandId, detail: ProbeDetail) -> Result<Step, String> {
+        let now = self.now();
+        let Some(target) = self.probes.remove(&id) else {
+            return Ok(Step::default());
+        };
+        let event = match target {
+            ProbeTarget::Local => {
+                self.local_detail = Some((now, detail));
+                Event::LocalProbe {
+                    id,
+                    result: detail.result,
+                }
+            }
+            ProbeTarget::Peer(peer) => {
+                if let Some(slot) = self.peer_detail.get_mut(peer.index()) {
+                    *slot = Some((now, detail));
+                }
+                Event::PeerProbe {
+                    id,
+                    peer,
+                    result: detail.result,
+                }
+            }
+        };
+        self.step(Input::Event(event))
+    }
+
+    /// An operator request: its step, whose transitions say what the daemon did.
+    pub fn operator(&mut self, request: OperatorRequest) -> Result<Step, String> {
+        log::info!("operator request: {}", request.name());
+        self.step(Input::Event(Event::Operator(request)))
+    }
+
+    fn refresh(&mut self, now: Timestamp) {
+        let node = self.driver.node();
+        let cfg = &self.cfg;
+        let local = self.local_detail.map(|(at, d)| view(cfg, now, at, &d));
+        let peers: Vec<PeerView> = cfg
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PeerView {
+                name: p.name.clone(),
+                host: p.host.clone(),
+                port: p.port,
+                api: p.api.to_string(),
+                last_probe: self.peer_detail[i].map(|(at, d)| view(cfg, now, at, &d)),
+            })
+            .collect();
+        // Lag of a replica: its upstream's last position minus its own replay position.
+        let lag_bytes = match (self.local_detail, node.state()) {
+            (
+                Some((
+                    _,
+                    ProbeDetail {
+                        result: ProbeResult::Replica { replay_lsn, .. },
+                        ..
+                    },
+                )),
+                pgha_core::State::Replica { upstream },
+            ) => match self.peer_detail.get(upstream.index()).copied().flatten() {
+                Some((
+                    _,
+                    ProbeDetail {
+                        result: ProbeResult::Master { lsn, .. },
+                        ..
+                    },
+                )) => Some(lsn.0.saturating_sub(replay_lsn.0)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let last = node.last_transition().map(|t| render(t, &cfg.core));
+        if let Ok(mut s) = self.status.lock() {
+            s.role = node.role().name().to_string();
+            s.state = node.state().name().to_string();
+            s.paused = node.paused();
+            s.timeline = node.local_timeline();
+            s.uptime_ms = now.as_millis();
+            s.local = local;
+            s.lag_bytes = lag_bytes;
+            s.peers = peers;
+            s.last_transition = last;
+        }
+    }
+
+    /// Ends the daemon: the journal is closed (every step was already durable).
+    pub fn close(self) {
+        log::info!("journal {} closed", self.cfg.journal.display());
+        drop(self.driver);
+    }
+}

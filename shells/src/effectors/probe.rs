@@ -1,0 +1,275 @@
+//! Probes and short SQL commands, each bounded as a whole (connect, startup, query) by a
+//! time limit. The `postgres` crate's `connect_timeout` only bounds the TCP connect, and a
+//! SIGSTOPped postmaster completes the connect and then never answers the startup packet; so
+//! every exchange here runs on a private current-thread runtime of `tokio-postgres` (the async
+//! core of the `postgres` crate) under `tokio::time::timeout`. At the deadline the future is
+//! dropped, the socket closed, and the call returns: nothing is left hanging.
+
+use std::time::Duration;
+
+use pgha_core::{Lsn, PeerId, ProbeResult, Timeline};
+use tokio_postgres::error::SqlState;
+
+/// Where to connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub dbname: String,
+    pub application_name: String,
+}
+
+/// What a probe found, with details the shell keeps for status (the core sees `result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeDetail {
+    pub result: ProbeResult,
+    /// A replica's WAL receiver is streaming.
+    pub streaming: bool,
+}
+
+impl ProbeDetail {
+    fn of(result: ProbeResult) -> ProbeDetail {
+        ProbeDetail {
+            result,
+            streaming: false,
+        }
+    }
+}
+
+/// The failure of an exchange, classified.
+#[derive(Debug)]
+pub enum SqlFailure {
+    Probe(ProbeResult),
+    /// The query ran and returned something unusable, or an SQL error.
+    Query(String),
+}
+
+impl std::fmt::Display for SqlFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SqlFailure::Probe(r) => write!(f, "{}", r.name()),
+            SqlFailure::Query(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+const PROBE_SQL: &str = "select pg_is_in_recovery()::text, \
+    case when pg_is_in_recovery() then coalesce(pg_last_wal_replay_lsn(), pg_last_wal_receive_lsn(), '0/0')::text \
+         else pg_current_wal_lsn()::text end, \
+    case when pg_is_in_recovery() then coalesce((select received_tli::text from pg_stat_wal_receiver), \
+                                               (select timeline_id::text from pg_control_checkpoint())) \
+         else substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) end, \
+    (select status from pg_stat_wal_receiver), \
+    (select sender_host from pg_stat_wal_receiver), \
+    (select sender_port::text from pg_stat_wal_receiver)";
+
+/// Classifies a connection or query error into a typed probe result.
+pub fn classify(e: &tokio_postgres::Error) -> ProbeResult {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        let msg = db.message();
+        if *code == SqlState::CANNOT_CONNECT_NOW {
+            if msg.contains("starting up") || msg.contains("not yet accepting connections") {
+                return ProbeResult::StartingUp;
+            }
+            if msg.contains("shutting down") {
+                return ProbeResult::ShuttingDown;
+            }
+            return ProbeResult::OtherError;
+        }
+        if *code == SqlState::ADMIN_SHUTDOWN {
+            return ProbeResult::ShuttingDown;
+        }
+        if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            return ProbeResult::AuthFailed;
+        }
+        return ProbeResult::OtherError;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => ProbeResult::Refused,
+                std::io::ErrorKind::TimedOut => ProbeResult::Timeout,
+                _ => ProbeResult::OtherError,
+            };
+        }
+        source = s.source();
+    }
+    if e.to_string().contains("timeout") {
+        return ProbeResult::Timeout;
+    }
+    ProbeResult::OtherError
+}
+
+/// Runs `f` on a fresh connection, the whole exchange bounded by `limit`.
+fn with_client<T, F>(target: &Target, limit: Duration, f: F) -> Result<T, SqlFailure>
+where
+    F: AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SqlFailure::Query(format!("cannot build a runtime: {e}")))?;
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&target.host)
+        .port(target.port)
+        .user(&target.user)
+        .dbname(&target.dbname)
+        .application_name(&target.application_name)
+        .connect_timeout(limit);
+    if let Some(p) = &target.password {
+        cfg.password(p);
+    }
+    rt.block_on(async move {
+        let work = async {
+            let (client, connection) = cfg.connect(tokio_postgres::NoTls).await?;
+            let conn = tokio::spawn(connection);
+            let out = f(&client).await;
+            drop(client);
+            let _ = conn.await;
+            out
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let r = classify(&e);
+                if r == ProbeResult::OtherError {
+                    log::debug!("{}:{}: {e}", target.host, target.port);
+                    if e.as_db_error().is_some() {
+                        return Err(SqlFailure::Query(e.to_string()));
+                    }
+                }
+                Err(SqlFailure::Probe(r))
+            }
+            Err(_) => Err(SqlFailure::Probe(ProbeResult::Timeout)),
+        }
+    })
+}
+
+fn parse_lsn(s: &str) -> Option<Lsn> {
+    let (hi, lo) = s.split_once('/')?;
+    Some(Lsn(
+        (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?
+    ))
+}
+
+/// Probes a server: role, timeline, LSN and (for a replica) its upstream, mapped to a peer
+/// by `peer_of(host, port)`.
+pub fn probe(
+    target: &Target,
+    limit: Duration,
+    peer_of: &dyn Fn(&str, u16) -> Option<PeerId>,
+) -> ProbeDetail {
+    let rows = with_client(target, limit, async |c| c.simple_query(PROBE_SQL).await);
+    let rows = match rows {
+        Ok(r) => r,
+        Err(SqlFailure::Probe(r)) => return ProbeDetail::of(r),
+        Err(SqlFailure::Query(e)) => {
+            log::debug!("probe {}:{}: {e}", target.host, target.port);
+            return ProbeDetail::of(ProbeResult::OtherError);
+        }
+    };
+    let row = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+        _ => None,
+    });
+    let Some(row) = row else {
+        return ProbeDetail::of(ProbeResult::OtherError);
+    };
+    let get = |i: usize| row.get(i).unwrap_or("");
+    let in_recovery = get(0) == "true";
+    let lsn = parse_lsn(get(1)).unwrap_or_default();
+    let timeline: Timeline = if in_recovery {
+        get(2).parse().unwrap_or(0)
+    } else {
+        u32::from_str_radix(get(2), 16).unwrap_or(0)
+    };
+    if in_recovery {
+        let streaming = get(3) == "streaming";
+        let upstream = match (row.get(4), row.get(5).and_then(|p| p.parse::<u16>().ok())) {
+            (Some(h), Some(p)) => peer_of(h, p),
+            _ => None,
+        };
+        ProbeDetail {
+            result: ProbeResult::Replica {
+                timeline,
+                replay_lsn: lsn,
+                upstream,
+            },
+            streaming,
+        }
+    } else {
+        ProbeDetail {
+            result: ProbeResult::Master { timeline, lsn },
+            streaming: false,
+        }
+    }
+}
+
+/// Runs one SQL statement and returns the first column of the first row, if any.
+pub fn query_one(
+    target: &Target,
+    limit: Duration,
+    sql: &str,
+) -> Result<Option<String>, SqlFailure> {
+    let sql = sql.to_string();
+    let rows = with_client(target, limit, async move |c| c.simple_query(&sql).await)?;
+    Ok(rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsns_parse_as_postgres_prints_them() {
+        assert_eq!(parse_lsn("0/3000060"), Some(Lsn(0x3000060)));
+        assert_eq!(parse_lsn("1/0"), Some(Lsn(1 << 32)));
+        assert_eq!(parse_lsn("x"), None);
+    }
+
+    #[test]
+    fn a_listener_that_never_answers_times_out_within_the_bound() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = Target {
+            host: "127.0.0.1".into(),
+            port,
+            user: "postgres".into(),
+            password: None,
+            dbname: "postgres".into(),
+            application_name: "pgha-test".into(),
+        };
+        let start = std::time::Instant::now();
+        let r = probe(&t, Duration::from_millis(300), &|_, _| None);
+        assert_eq!(r.result, ProbeResult::Timeout);
+        assert!(start.elapsed() < Duration::from_millis(1500));
+        drop(l);
+    }
+
+    #[test]
+    fn a_closed_port_is_refused() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let t = Target {
+            host: "127.0.0.1".into(),
+            port,
+            user: "postgres".into(),
+            password: None,
+            dbname: "postgres".into(),
+            application_name: "pgha-test".into(),
+        };
+        let r = probe(&t, Duration::from_millis(500), &|_, _| None);
+        assert_eq!(r.result, ProbeResult::Refused);
+    }
+}

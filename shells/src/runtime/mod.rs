@@ -1,0 +1,110 @@
+//! The two runtimes that drive the core: `threads` (blocking threads and a channel) and
+//! `smol` (async timers, blocking work through `smol::unblock`). Both follow the drain loop of
+//! `pgha_core`'s crate documentation; neither decides anything.
+
+pub mod smol_rt;
+pub mod threads;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pgha_core::{CommandId, CommandKind, Failure, OperatorRequest};
+use serde::Serialize;
+
+use crate::daemon::{Step, TransitionView, render};
+use crate::effectors::{Effectors, ProbeDetail};
+
+/// A message to a runtime's main loop.
+#[derive(Debug)]
+pub enum Msg {
+    Probe {
+        id: CommandId,
+        detail: ProbeDetail,
+    },
+    Done {
+        id: CommandId,
+        outcome: Result<(), Failure>,
+        duration_ms: u64,
+    },
+    Operator {
+        request: OperatorRequest,
+        reply: mpsc::Sender<OperatorReply>,
+    },
+    Stop,
+}
+
+/// What the daemon did with an operator request.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperatorReply {
+    pub request: String,
+    pub accepted: bool,
+    pub transitions: Vec<TransitionView>,
+    pub role: String,
+    pub state: String,
+}
+
+impl OperatorReply {
+    pub fn new(
+        request: OperatorRequest,
+        step: &Step,
+        cfg: &pgha_core::Config,
+        state: pgha_core::State,
+    ) -> OperatorReply {
+        let refused = step
+            .transitions
+            .iter()
+            .any(|t| matches!(t.reason, pgha_core::Reason::OperatorRefused { .. }));
+        OperatorReply {
+            request: request.name().to_string(),
+            accepted: !refused && !step.transitions.is_empty(),
+            transitions: step.transitions.iter().map(|t| render(t, cfg)).collect(),
+            role: state.role().name().to_string(),
+            state: state.name().to_string(),
+        }
+    }
+}
+
+/// Carries out one action with its time limit, as the action worker does: the effector
+/// bounds its own programs; this bound is the backstop. Returns the outcome and duration.
+pub fn run_action(eff: &Effectors, kind: CommandKind) -> (Result<(), Failure>, u64) {
+    let start = Instant::now();
+    let limit = eff.time_limit(kind);
+    let (tx, rx) = mpsc::channel();
+    let e = eff.clone();
+    let spawned = std::thread::Builder::new()
+        .name("pgha-action".into())
+        .spawn(move || {
+            let _ = tx.send(e.act(kind));
+        });
+    let outcome = match spawned {
+        Err(e) => {
+            log::error!("{}: cannot start a thread: {e}", kind.name());
+            Err(Failure::Io)
+        }
+        Ok(_) => match rx.recv_timeout(limit) {
+            Ok(r) => r,
+            Err(_) => {
+                log::error!(
+                    "{}: no outcome within {:.0} s",
+                    kind.name(),
+                    limit.as_secs_f64()
+                );
+                Err(Failure::Timeout)
+            }
+        },
+    };
+    let ms = start.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(()) => log::debug!("{} succeeded in {ms} ms", kind.name()),
+        Err(f) => log::warn!("{} failed after {ms} ms: {f:?}", kind.name()),
+    }
+    (outcome, ms)
+}
+
+/// Milliseconds until `deadline` from `now`, capped so a loop wakes now and then.
+pub fn wait_for(now: pgha_core::Timestamp, deadline: Option<pgha_core::Timestamp>) -> Duration {
+    match deadline {
+        Some(d) => Duration::from_millis(d.since(now)),
+        None => Duration::from_secs(3600),
+    }
+}
