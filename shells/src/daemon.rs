@@ -20,37 +20,37 @@ pub struct Step {
     pub commands: Vec<Command>,
 }
 
-/// The core behind its journal: one call per input, journaled before its outputs are
-/// returned. (Until the journal crate exports its recorder, the core is driven directly.)
+/// The core behind its journal: one call per input, journaled durably (input and outputs in
+/// one transaction) before its outputs are returned.
 struct Driver {
-    node: pgha_core::Node,
+    recorder: pgha_journal::Recorder,
 }
 
 impl Driver {
-    fn open(cfg: &FileConfig, _config_text: String) -> Result<Driver, String> {
-        Ok(Driver {
-            node: pgha_core::Node::new(cfg.core.clone()),
-        })
+    fn open(cfg: &FileConfig, config_text: String) -> Result<Driver, String> {
+        let header = pgha_journal::Header::new(cfg.core.clone(), config_text);
+        let recorder = pgha_journal::Recorder::open(&cfg.journal, header)
+            .map_err(|e| format!("journal.path = {}: {e}", cfg.journal.display()))?;
+        Ok(Driver { recorder })
     }
 
     fn step(&mut self, now: Timestamp, input: Input) -> Result<Step, String> {
-        let _wall_ms = SystemTime::now()
+        let wall_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        self.node.apply(now, input);
-        let mut step = Step::default();
-        while let Some(t) = self.node.poll_transition() {
-            step.transitions.push(t);
-        }
-        while let Some(c) = self.node.poll_command() {
-            step.commands.push(c);
-        }
-        Ok(step)
+        let s = self
+            .recorder
+            .step(now, wall_ms, input)
+            .map_err(|e| format!("journal {}: {e}", self.recorder.path().display()))?;
+        Ok(Step {
+            transitions: s.transitions,
+            commands: s.commands,
+        })
     }
 
     fn node(&self) -> &pgha_core::Node {
-        &self.node
+        self.recorder.node()
     }
 }
 
