@@ -727,7 +727,9 @@ impl Node {
     }
 
     fn ensure_vip(&mut self) {
-        if self.config.vip && !self.vip_held && self.vip_pending.is_none() {
+        // An acquire queued behind a pending release is fine: actions run in order.
+        let acquiring = matches!(self.vip_pending, Some((_, true)));
+        if self.config.vip && !self.vip_held && !acquiring {
             self.vip_pending = Some((self.emit(CommandKind::AcquireVip), true));
         }
     }

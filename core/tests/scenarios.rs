@@ -1,0 +1,859 @@
+//! Hand-written scenarios, one per behaviour of the seed design, on a virtual clock.
+//! Each drives one `Node` directly: the test plays the shell and the rest of the cluster.
+
+use pgha_core::*;
+
+const SEC: u64 = 1000;
+
+/// The test's shell: a node, a virtual clock and the commands it has asked for.
+struct Shell {
+    node: Node,
+    now: Timestamp,
+    /// Commands not yet answered, in order.
+    pending: Vec<Command>,
+    transitions: Vec<Transition>,
+    all_commands: Vec<Command>,
+}
+
+impl Shell {
+    fn new(config: Config) -> Shell {
+        Shell {
+            node: Node::new(config),
+            now: Timestamp::ZERO,
+            pending: Vec::new(),
+            transitions: Vec::new(),
+            all_commands: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.node.poll_transition() {
+            self.transitions.push(t);
+        }
+        while let Some(c) = self.node.poll_command() {
+            self.pending.push(c);
+            self.all_commands.push(c);
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        self.node.handle(self.now, event);
+        self.drain();
+    }
+
+    fn start(&mut self, facts: LocalFacts) {
+        self.handle(Event::Started(facts));
+    }
+
+    /// Advances the clock to `t`, firing every deadline on the way.
+    fn advance_to(&mut self, t: u64) {
+        let t = Timestamp(t);
+        while let Some(d) = self.node.poll_timeout() {
+            if d > t {
+                break;
+            }
+            self.now = d.max(self.now);
+            self.node.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = t;
+    }
+
+    fn take(&mut self, pred: impl Fn(&CommandKind) -> bool) -> Option<Command> {
+        let i = self.pending.iter().position(|c| pred(&c.kind))?;
+        Some(self.pending.remove(i))
+    }
+
+    /// Answers the pending action of this kind with success.
+    fn complete(&mut self, pred: impl Fn(&CommandKind) -> bool) {
+        let c = self.take(pred).expect("no such pending command");
+        self.handle(Event::CommandDone {
+            id: c.id,
+            outcome: Ok(()),
+            duration_ms: 100,
+        });
+    }
+
+    fn fail(&mut self, pred: impl Fn(&CommandKind) -> bool, failure: Failure) {
+        let c = self.take(pred).expect("no such pending command");
+        self.handle(Event::CommandDone {
+            id: c.id,
+            outcome: Err(failure),
+            duration_ms: 100,
+        });
+    }
+
+    /// Answers every pending probe: the local one with `local`, every peer's with `peer`.
+    /// `None` leaves it unanswered (the core times it out).
+    fn answer_probes(&mut self, local: Option<ProbeResult>, peer: Option<ProbeResult>) {
+        self.answer_with(|target| if target.is_none() { local } else { peer });
+    }
+
+    /// Answers every pending probe with `f(None)` for the local server, `f(Some(peer))` for a peer.
+    fn answer_with(&mut self, f: impl Fn(Option<PeerId>) -> Option<ProbeResult>) {
+        let probes: Vec<Command> = self
+            .pending
+            .iter()
+            .copied()
+            .filter(|c| c.kind.is_probe())
+            .collect();
+        self.pending.retain(|c| !c.kind.is_probe());
+        for c in probes {
+            match c.kind {
+                CommandKind::ProbeLocal => {
+                    if let Some(result) = f(None) {
+                        self.handle(Event::LocalProbe { id: c.id, result });
+                    }
+                }
+                CommandKind::ProbePeer(peer_id) => {
+                    if let Some(result) = f(Some(peer_id)) {
+                        self.handle(Event::PeerProbe {
+                            id: c.id,
+                            peer: peer_id,
+                            result,
+                        });
+                    }
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    /// Runs for `ms` milliseconds answering every probe issued in that window as given (the
+    /// probe issued at the window's last instant too).
+    fn run(&mut self, ms: u64, local: Option<ProbeResult>, peer: Option<ProbeResult>) {
+        self.run_with(ms, |target| if target.is_none() { local } else { peer });
+    }
+
+    fn run_with(&mut self, ms: u64, f: impl Fn(Option<PeerId>) -> Option<ProbeResult>) {
+        let end = self.now.as_millis() + ms;
+        while self.now.as_millis() < end {
+            self.answer_with(&f);
+            let next = self
+                .node
+                .poll_timeout()
+                .map_or(end, |t| t.as_millis().min(end));
+            self.advance_to(next.max(self.now.as_millis() + 1).min(end));
+        }
+        self.answer_with(&f);
+    }
+
+    fn state(&self) -> State {
+        self.node.state()
+    }
+
+    fn has_pending(&self, pred: impl Fn(&CommandKind) -> bool) -> bool {
+        self.pending.iter().any(|c| pred(&c.kind))
+    }
+
+    fn last_reason(&self) -> Reason {
+        self.transitions.last().expect("no transition").reason
+    }
+}
+
+fn master(tl: u32) -> Option<ProbeResult> {
+    Some(ProbeResult::Master {
+        timeline: tl,
+        lsn: Lsn(100),
+    })
+}
+
+fn replica(tl: u32) -> Option<ProbeResult> {
+    Some(ProbeResult::Replica {
+        timeline: tl,
+        replay_lsn: Lsn(100),
+        upstream: Some(PeerId(0)),
+    })
+}
+
+fn empty() -> LocalFacts {
+    LocalFacts {
+        data_dir: DataDir::Empty { held_data: false },
+        postgres_running: false,
+        fenced: false,
+    }
+}
+
+fn with_data(tl: u32, was_master: bool) -> LocalFacts {
+    LocalFacts {
+        data_dir: DataDir::Present {
+            timeline: tl,
+            lsn: Lsn(50),
+            was_master,
+        },
+        postgres_running: false,
+        fenced: false,
+    }
+}
+
+fn ha(index: u32) -> Config {
+    let mut c = Config::ha_pair(
+        &format!("db{index}"),
+        index,
+        &format!("db{}", 1 - index),
+        1 - index,
+    );
+    c.vip = true;
+    c
+}
+
+/// A replica of db0 in the Replica state at t = 0 + a few ms.
+fn running_replica() -> Shell {
+    let mut s = Shell::new(ha(1));
+    s.start(with_data(1, false));
+    s.answer_probes(None, master(1));
+    s.complete(|k| matches!(k, CommandKind::StartPostgres(_)));
+    s.answer_probes(replica(1), None);
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+    s
+}
+
+fn running_master() -> Shell {
+    let mut s = Shell::new(ha(0));
+    s.start(empty());
+    s.advance_to(6 * SEC + 1);
+    s.complete(|k| *k == CommandKind::InitDataDir);
+    s.complete(|k| matches!(k, CommandKind::StartPostgres(StartAs::Master)));
+    s.answer_probes(master(1), replica(1));
+    assert_eq!(s.state(), State::Master);
+    s
+}
+
+#[test]
+fn index_zero_with_an_empty_data_dir_inits_and_starts_as_master() {
+    let mut s = Shell::new(ha(0));
+    s.start(empty());
+    assert!(matches!(s.state(), State::Discovering { .. }));
+    // One round of peer probes first: the peer refuses.
+    s.answer_probes(None, Some(ProbeResult::Refused));
+    assert!(!s.has_pending(|k| *k == CommandKind::InitDataDir));
+    s.advance_to(6 * SEC + 1);
+    assert_eq!(s.state(), State::Initializing);
+    s.complete(|k| *k == CommandKind::InitDataDir);
+    assert_eq!(
+        s.state(),
+        State::Starting {
+            target: StartAs::Master
+        }
+    );
+    s.complete(|k| matches!(k, CommandKind::StartPostgres(StartAs::Master)));
+    s.answer_probes(master(1), None);
+    assert_eq!(s.state(), State::Master);
+    assert!(s.has_pending(|k| *k == CommandKind::AcquireVip));
+}
+
+#[test]
+fn index_zero_clones_a_master_that_already_exists_instead_of_running_initdb() {
+    let mut s = Shell::new(ha(0));
+    s.start(empty());
+    s.answer_probes(None, master(3));
+    assert_eq!(s.state(), State::Cloning { from: PeerId(0) });
+    assert!(
+        s.all_commands
+            .iter()
+            .all(|c| c.kind != CommandKind::InitDataDir)
+    );
+}
+
+#[test]
+fn a_node_with_a_higher_index_waits_for_a_master_then_clones_and_follows_it() {
+    let mut s = Shell::new(ha(1));
+    s.start(empty());
+    assert_eq!(s.state(), State::WaitingForMaster);
+    s.run(60 * SEC, None, Some(ProbeResult::Refused));
+    assert_eq!(
+        s.state(),
+        State::WaitingForMaster,
+        "waits as long as it takes"
+    );
+    s.answer_probes(None, master(1));
+    s.run(SEC, None, master(1));
+    assert_eq!(s.state(), State::Cloning { from: PeerId(0) });
+    s.complete(|k| matches!(k, CommandKind::Basebackup { .. }));
+    assert_eq!(
+        s.state(),
+        State::Starting {
+            target: StartAs::Replica {
+                upstream: PeerId(0)
+            }
+        }
+    );
+    s.complete(|k| matches!(k, CommandKind::StartPostgres(_)));
+    s.answer_probes(replica(1), None);
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+}
+
+#[test]
+fn a_node_that_held_data_never_runs_initdb_again() {
+    let mut s = Shell::new(ha(0));
+    s.start(LocalFacts {
+        data_dir: DataDir::Empty { held_data: true },
+        postgres_running: false,
+        fenced: false,
+    });
+    s.run(120 * SEC, None, Some(ProbeResult::Refused));
+    assert_eq!(s.state(), State::WaitingForMaster);
+    assert!(
+        s.all_commands
+            .iter()
+            .all(|c| c.kind != CommandKind::InitDataDir)
+    );
+    assert!(matches!(
+        s.transitions[0].reason,
+        Reason::BootstrapWait {
+            held_data: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_restarted_node_follows_a_peer_that_reports_master_within_grace() {
+    let mut s = Shell::new(ha(1));
+    s.start(with_data(1, false));
+    s.run(3 * SEC, None, Some(ProbeResult::Refused));
+    assert!(matches!(s.state(), State::Electing { .. }));
+    s.run(SEC, None, master(1));
+    assert_eq!(
+        s.state(),
+        State::Starting {
+            target: StartAs::Replica {
+                upstream: PeerId(0)
+            }
+        }
+    );
+}
+
+#[test]
+fn a_restarted_node_that_was_master_re_clones_rather_than_follow_a_new_timeline() {
+    let mut s = Shell::new(ha(0));
+    s.start(with_data(1, true));
+    s.run(SEC, None, master(2));
+    assert_eq!(s.state(), State::Cloning { from: PeerId(0) });
+    assert!(matches!(
+        s.last_reason(),
+        Reason::MustClone {
+            local: Some((1, true)),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn grace_expiry_with_no_master_seen_makes_the_node_lead_on_its_own_data() {
+    let mut s = Shell::new(ha(0));
+    s.start(with_data(1, false));
+    s.run(14 * SEC, None, Some(ProbeResult::Refused));
+    assert!(matches!(s.state(), State::Electing { .. }));
+    s.run(2 * SEC, None, Some(ProbeResult::Refused));
+    assert_eq!(
+        s.state(),
+        State::Starting {
+            target: StartAs::Master
+        }
+    );
+    let Reason::GraceExpired { grace_ms, last, .. } = s.last_reason() else {
+        panic!("{:?}", s.last_reason())
+    };
+    assert_eq!(grace_ms, 15 * SEC);
+    assert_eq!(last[0], Some(ProbeResult::Refused));
+}
+
+#[test]
+fn the_higher_index_waits_longer_so_two_restarted_nodes_do_not_both_lead() {
+    let mut s = Shell::new(ha(1));
+    s.start(with_data(1, false));
+    s.run(16 * SEC, None, Some(ProbeResult::Refused));
+    assert!(
+        matches!(s.state(), State::Electing { .. }),
+        "index 1 still waits at 16 s"
+    );
+    s.run(SEC, None, master(1));
+    assert!(matches!(
+        s.state(),
+        State::Starting {
+            target: StartAs::Replica { .. }
+        }
+    ));
+}
+
+#[test]
+fn a_replica_promotes_after_psql_error_count_failed_probes_of_the_master() {
+    let mut s = running_replica();
+    s.run(5 * SEC, replica(1), master(1));
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+    let t0 = s.now.as_millis();
+    // The probe issued at the end of the healthy window was answered healthy: three more.
+    s.run(2 * SEC + 100, replica(1), Some(ProbeResult::Refused));
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        },
+        "two failures are not enough"
+    );
+    s.run(SEC, replica(1), Some(ProbeResult::Refused));
+    assert_eq!(
+        s.state(),
+        State::Promoting {
+            upstream: PeerId(0)
+        }
+    );
+    let Reason::MasterUnreachable { failures, .. } = s.last_reason() else {
+        panic!()
+    };
+    assert_eq!(failures.count, 3);
+    assert!(failures.times()[0].as_millis() >= t0);
+    s.complete(|k| *k == CommandKind::Promote);
+    assert_eq!(s.state(), State::Master);
+    assert!(s.has_pending(|k| *k == CommandKind::AcquireVip));
+}
+
+#[test]
+fn a_hung_master_is_declared_dead_after_psql_error_count_timeouts() {
+    let mut s = running_replica();
+    s.run(2 * SEC, replica(1), master(1));
+    // Probes of the master are never answered: each times out after connect_timeout (5 s).
+    s.run(14 * SEC, replica(1), None);
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        },
+        "two timeouts are not enough"
+    );
+    s.run(2 * SEC, replica(1), None);
+    assert_eq!(
+        s.state(),
+        State::Promoting {
+            upstream: PeerId(0)
+        }
+    );
+    let Reason::MasterUnreachable { failures, .. } = s.last_reason() else {
+        panic!()
+    };
+    assert_eq!(failures.last, Some(ProbeResult::Timeout));
+}
+
+#[test]
+fn a_master_that_is_starting_up_does_not_make_the_replica_promote() {
+    // The seed release's fault: "starting up" was read as "not master" and promoted the
+    // replica, which then tripped the split-brain stop and took both nodes down.
+    let mut s = running_replica();
+    s.run(20 * SEC, replica(1), Some(ProbeResult::StartingUp));
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+    s.run(2 * SEC, replica(1), master(1));
+    s.run(20 * SEC, replica(1), Some(ProbeResult::ShuttingDown));
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+}
+
+#[test]
+fn a_master_stuck_starting_up_beyond_the_transition_bound_counts_as_failed() {
+    let mut s = running_replica();
+    s.run(30 * SEC, replica(1), Some(ProbeResult::StartingUp));
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+    s.run(4 * SEC, replica(1), Some(ProbeResult::StartingUp));
+    assert_eq!(
+        s.state(),
+        State::Promoting {
+            upstream: PeerId(0)
+        }
+    );
+}
+
+#[test]
+fn one_good_answer_resets_the_count_of_failures() {
+    let mut s = running_replica();
+    for _ in 0..10 {
+        s.run(1100, replica(1), Some(ProbeResult::Refused));
+        s.run(900, replica(1), master(1));
+    }
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+}
+
+#[test]
+fn a_master_that_reports_itself_a_replica_is_replaced_at_once_by_the_lower_index() {
+    let mut s = Shell::new(ha(0));
+    s.start(with_data(1, false));
+    s.run(
+        SEC,
+        None,
+        Some(ProbeResult::Master {
+            timeline: 1,
+            lsn: Lsn(1),
+        }),
+    );
+    s.complete(|k| matches!(k, CommandKind::StartPostgres(_)));
+    s.answer_probes(
+        Some(ProbeResult::Replica {
+            timeline: 1,
+            replay_lsn: Lsn(1),
+            upstream: Some(PeerId(0)),
+        }),
+        None,
+    );
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+    s.run(1100, replica(1), replica(1));
+    assert_eq!(
+        s.state(),
+        State::Promoting {
+            upstream: PeerId(0)
+        }
+    );
+    assert!(matches!(s.last_reason(), Reason::MasterIsReplica { .. }));
+}
+
+#[test]
+fn of_two_replicas_the_higher_index_waits_so_both_never_promote_together() {
+    let mut s = running_replica();
+    s.run(1100, replica(1), replica(1));
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+}
+
+#[test]
+fn a_paused_replica_does_not_promote() {
+    let mut s = running_replica();
+    s.handle(Event::Operator(OperatorRequest::Pause));
+    s.run(30 * SEC, replica(1), Some(ProbeResult::Refused));
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+    s.handle(Event::Operator(OperatorRequest::Resume));
+    s.run(3 * SEC + 100, replica(1), Some(ProbeResult::Refused));
+    assert_eq!(
+        s.state(),
+        State::Promoting {
+            upstream: PeerId(0)
+        }
+    );
+}
+
+#[test]
+fn two_masters_both_release_the_vip_stop_and_stay_fenced_under_the_seed_rule() {
+    let mut s = running_master();
+    s.run(SEC, master(1), Some(ProbeResult::Refused));
+    s.run(SEC, master(1), master(2));
+    assert_eq!(
+        s.state(),
+        State::SteppingDown {
+            then: AfterStop::Fence
+        }
+    );
+    let order: Vec<CommandKind> = s
+        .pending
+        .iter()
+        .map(|c| c.kind)
+        .filter(|k| !k.is_probe())
+        .collect();
+    let vip = order
+        .iter()
+        .position(|k| *k == CommandKind::ReleaseVip)
+        .unwrap();
+    let fence = order.iter().position(|k| *k == CommandKind::Fence).unwrap();
+    let stop = order
+        .iter()
+        .position(|k| matches!(k, CommandKind::StopPostgres(_)))
+        .unwrap();
+    assert!(
+        vip < fence && fence < stop,
+        "VIP first, fence marker before the stop: {order:?}"
+    );
+    s.complete(|k| matches!(k, CommandKind::StopPostgres(_)));
+    assert_eq!(s.state(), State::Fenced);
+    s.run(60 * SEC, None, Some(ProbeResult::Refused));
+    assert_eq!(s.state(), State::Fenced, "stays fenced until recover");
+}
+
+#[test]
+fn under_the_timeline_rule_only_the_older_timeline_steps_down() {
+    let mut c = ha(0);
+    c.split_brain = SplitBrainRule::OlderTimelineStepsDown;
+    let mut s = Shell::new(c);
+    s.start(empty());
+    s.advance_to(6 * SEC + 1);
+    s.complete(|k| *k == CommandKind::InitDataDir);
+    s.complete(|k| matches!(k, CommandKind::StartPostgres(_)));
+    s.answer_probes(master(3), replica(3));
+    // The peer is on an older timeline: this node keeps serving.
+    s.run(5 * SEC, master(3), master(2));
+    assert_eq!(s.state(), State::Master);
+    // The peer is on a newer one: this node steps down and re-clones from it.
+    s.run(SEC, master(3), master(4));
+    assert_eq!(
+        s.state(),
+        State::SteppingDown {
+            then: AfterStop::Rejoin { from: PeerId(0) }
+        }
+    );
+    s.complete(|k| matches!(k, CommandKind::StopPostgres(_)));
+    assert_eq!(s.state(), State::Cloning { from: PeerId(0) });
+}
+
+#[test]
+fn a_fenced_node_stays_fenced_across_a_daemon_restart_until_recover() {
+    let mut s = Shell::new(ha(0));
+    s.start(LocalFacts {
+        fenced: true,
+        ..with_data(2, true)
+    });
+    assert_eq!(s.state(), State::Fenced);
+    s.run(60 * SEC, None, Some(ProbeResult::Refused));
+    assert_eq!(s.state(), State::Fenced);
+    assert!(
+        s.all_commands
+            .iter()
+            .all(|c| !matches!(c.kind, CommandKind::StartPostgres(_)))
+    );
+    s.handle(Event::Operator(OperatorRequest::Recover));
+    assert!(s.has_pending(|k| *k == CommandKind::Unfence));
+    // No peer is master: the recovered node leads after one round of probes.
+    s.run(7 * SEC, None, Some(ProbeResult::Refused));
+    assert_eq!(
+        s.state(),
+        State::Starting {
+            target: StartAs::Master
+        }
+    );
+}
+
+#[test]
+fn recover_on_the_second_node_rejoins_the_recovered_master() {
+    let mut s = Shell::new(ha(1));
+    s.start(LocalFacts {
+        fenced: true,
+        ..with_data(2, true)
+    });
+    s.handle(Event::Operator(OperatorRequest::Recover));
+    s.run(SEC, None, master(3));
+    assert_eq!(s.state(), State::Cloning { from: PeerId(0) });
+}
+
+#[test]
+fn a_daemon_restarted_while_postgres_runs_adopts_it_without_a_restart() {
+    let mut s = Shell::new(ha(0));
+    s.start(LocalFacts {
+        postgres_running: true,
+        ..with_data(1, true)
+    });
+    assert_eq!(s.state(), State::WaitingForLocal { expect: None });
+    s.run(5 * SEC, master(1), replica(1));
+    assert_eq!(s.state(), State::Master);
+    assert!(s.all_commands.iter().all(|c| !matches!(
+        c.kind,
+        CommandKind::StartPostgres(_) | CommandKind::StopPostgres(_)
+    )));
+}
+
+#[test]
+fn a_master_whose_postgres_dies_steps_down_and_elects_again() {
+    let mut s = running_master();
+    s.run(5 * SEC, master(1), replica(1));
+    s.run(3 * SEC, Some(ProbeResult::Refused), replica(1));
+    assert_eq!(
+        s.state(),
+        State::SteppingDown {
+            then: AfterStop::Elect
+        }
+    );
+    assert!(s.has_pending(|k| *k == CommandKind::ReleaseVip));
+    s.complete(|k| matches!(k, CommandKind::StopPostgres(_)));
+    assert!(matches!(s.state(), State::Electing { .. }));
+}
+
+#[test]
+fn a_failed_basebackup_keeps_the_old_data_and_looks_for_a_master_again() {
+    let mut s = Shell::new(ha(1));
+    s.start(with_data(1, true));
+    s.run(SEC, None, master(2));
+    assert_eq!(s.state(), State::Cloning { from: PeerId(0) });
+    s.fail(
+        |k| matches!(k, CommandKind::Basebackup { .. }),
+        Failure::Exit(1),
+    );
+    assert!(matches!(s.state(), State::Electing { .. }));
+    // It does not clone again at once, and never runs initdb.
+    assert!(!s.has_pending(|k| matches!(k, CommandKind::Basebackup { .. })));
+    s.run(3 * SEC, None, master(2));
+    assert_eq!(s.state(), State::Cloning { from: PeerId(0) });
+    assert!(
+        s.all_commands
+            .iter()
+            .all(|c| c.kind != CommandKind::InitDataDir)
+    );
+}
+
+#[test]
+fn operator_promote_promotes_a_replica_and_is_refused_elsewhere() {
+    let mut s = running_master();
+    s.handle(Event::Operator(OperatorRequest::Promote));
+    assert_eq!(s.state(), State::Master);
+    assert!(matches!(
+        s.last_reason(),
+        Reason::OperatorRefused {
+            request: OperatorRequest::Promote
+        }
+    ));
+    let mut r = running_replica();
+    r.handle(Event::Operator(OperatorRequest::Promote));
+    assert_eq!(
+        r.state(),
+        State::Promoting {
+            upstream: PeerId(0)
+        }
+    );
+}
+
+#[test]
+fn a_star_replica_never_promotes_by_itself() {
+    let mut c = ha(1);
+    c.topology = Topology::Star;
+    c.peers.push(PeerConfig {
+        name: "db2".into(),
+        index: 2,
+    });
+    let mut s = Shell::new(c);
+    s.start(with_data(1, false));
+    s.answer_probes(None, master(1));
+    s.complete(|k| matches!(k, CommandKind::StartPostgres(_)));
+    s.answer_probes(replica(1), None);
+    s.run(120 * SEC, replica(1), Some(ProbeResult::Refused));
+    assert!(matches!(s.state(), State::Replica { .. }));
+    assert!(
+        s.all_commands
+            .iter()
+            .all(|c| c.kind != CommandKind::Promote)
+    );
+}
+
+#[test]
+fn a_star_replica_follows_a_peer_promoted_on_a_newer_timeline() {
+    let mut c = ha(1);
+    c.topology = Topology::Star;
+    c.peers.push(PeerConfig {
+        name: "db2".into(),
+        index: 2,
+    });
+    let mut s = Shell::new(c);
+    s.start(with_data(1, false));
+    // Peer 0 (db0) is master; peer 1 (db2) is down.
+    let before = |p: Option<PeerId>| match p {
+        None => replica(1),
+        Some(PeerId(0)) => master(1),
+        Some(_) => Some(ProbeResult::Refused),
+    };
+    s.answer_with(before);
+    s.complete(|k| matches!(k, CommandKind::StartPostgres(_)));
+    s.run_with(3 * SEC, before);
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+    // db2 was promoted by the operator: timeline 2, while db0 still answers on timeline 1.
+    s.run_with(2 * SEC, |p| match p {
+        None => replica(1),
+        Some(PeerId(0)) => master(1),
+        Some(_) => master(2),
+    });
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(1)
+        }
+    );
+    assert!(s.all_commands.iter().any(|c| c.kind
+        == CommandKind::Follow {
+            upstream: PeerId(1)
+        }));
+}
+
+#[test]
+fn a_spurious_timeout_call_changes_nothing() {
+    let mut s = running_replica();
+    s.run(3 * SEC, replica(1), master(1));
+    let before = (s.state(), s.pending.len(), s.node.poll_timeout());
+    s.node.handle_timeout(s.now);
+    s.drain();
+    assert_eq!(before, (s.state(), s.pending.len(), s.node.poll_timeout()));
+}
+
+#[test]
+fn a_late_answer_to_a_timed_out_probe_is_ignored() {
+    let mut s = running_replica();
+    s.advance_to(s.now.as_millis() + SEC);
+    let probe = s.take(|k| matches!(k, CommandKind::ProbePeer(_))).unwrap();
+    s.advance_to(s.now.as_millis() + 6 * SEC);
+    let n = s.transitions.len();
+    s.handle(Event::PeerProbe {
+        id: probe.id,
+        peer: PeerId(0),
+        result: ProbeResult::Refused,
+    });
+    assert_eq!(s.transitions.len(), n);
+    assert_eq!(s.node.peer_last(PeerId(0)).unwrap().1, ProbeResult::Timeout);
+}
+
+#[test]
+fn every_transition_names_its_reason_in_one_line() {
+    let mut s = running_replica();
+    s.run(4 * SEC, replica(1), Some(ProbeResult::Refused));
+    let config = s.node.config().clone();
+    for t in &s.transitions {
+        let line = t.reason.describe(&config).to_string();
+        assert!(!line.is_empty() && !line.contains('\n'), "{line:?}");
+    }
+    let line = s.last_reason().describe(&config).to_string();
+    assert!(
+        line.starts_with("master db0 unreachable: 3 consecutive failures at "),
+        "{line}"
+    );
+}
