@@ -74,6 +74,14 @@ pub struct Snapshot {
     pub node: Node,
 }
 
+/// Serialises exactly like [`Snapshot`], without cloning the node.
+#[derive(Debug, Serialize)]
+#[serde(rename = "Snapshot")]
+pub(crate) struct SnapshotRef<'a> {
+    pub header: &'a Header,
+    pub node: &'a Node,
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Encoding into a Vec fails only past the size limit, which no core type approaches;
     // an empty payload then fails to decode and is reported as corrupt.

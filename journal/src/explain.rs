@@ -1,1 +1,886 @@
-//! `pgha explain`: one or more nodes' journals as an incident report.
+//! `pgha explain`: one or more nodes' journals merged into one cluster timeline by wall
+//! clock, rendered as an incident report (or JSON).
+//!
+//! * [`timeline`]: every state change and operator request, each with its reason;
+//! * [`failovers`]: per promotion (or grace-expired self-election), detection, decision,
+//!   promotion and first-answer times and every action with its duration and outcome;
+//! * [`why`]: the causal chain of one transition, with the evidence, the settings that
+//!   applied and what would have prevented it (checked by a what-if replay);
+//! * [`clock_bounds`]: bounds on the nodes' clock differences, from role changes that one
+//!   node made and another observed by probe.
+
+use std::collections::BTreeMap;
+
+use pgha_core::{
+    Command, CommandId, CommandKind, Config, Event, Input, ProbeResult, Reason, StartAs, State,
+    Transition,
+};
+use serde::Serialize;
+
+use crate::read::{JournalFile, RecordedStep, Run};
+use crate::time::{duration, format_utc, format_utc_time};
+use crate::whatif::{self, decision_verb};
+use crate::{JournalError, describe};
+
+/// One transition in the cluster timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TimelineEntry {
+    pub node: String,
+    pub file: usize,
+    pub run: u64,
+    pub seq: u64,
+    pub wall_ms: u64,
+    pub utc: String,
+    pub mono_ms: u64,
+    pub from: String,
+    pub to: String,
+    pub role_from: String,
+    pub role_to: String,
+    pub code: String,
+    pub reason: String,
+}
+
+impl TimelineEntry {
+    pub fn role_changed(&self) -> bool {
+        self.role_from != self.role_to
+    }
+}
+
+fn is_notable(t: &Transition) -> bool {
+    t.from.name() != t.to.name()
+        || matches!(
+            t.reason,
+            Reason::Operator { .. } | Reason::OperatorRefused { .. }
+        )
+}
+
+fn entry(file: usize, run: &Run, step: &RecordedStep, seq: u64, t: &Transition) -> TimelineEntry {
+    TimelineEntry {
+        node: run.header.node.clone(),
+        file,
+        run: run.number,
+        seq,
+        wall_ms: step.wall_ms,
+        utc: format_utc(step.wall_ms),
+        mono_ms: t.at.0,
+        from: t.from.name().into(),
+        to: t.to.name().into(),
+        role_from: t.from.role().name().into(),
+        role_to: t.to.role().name().into(),
+        code: t.reason.code().into(),
+        reason: t.reason.describe(&run.header.config).to_string(),
+    }
+}
+
+/// Every state change and operator request of every file, by wall clock.
+pub fn timeline(files: &[JournalFile]) -> Vec<TimelineEntry> {
+    let mut out = Vec::new();
+    for (fi, f) in files.iter().enumerate() {
+        for run in &f.runs {
+            for step in &run.steps {
+                for t in &step.transitions {
+                    if is_notable(&t.value) {
+                        out.push(entry(fi, run, step, t.seq, &t.value));
+                    }
+                }
+            }
+        }
+    }
+    out.sort_by_key(|e| (e.wall_ms, e.file, e.seq));
+    out
+}
+
+/// Bounds on `clock(b) - clock(a)` in ms.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClockBound {
+    pub a: String,
+    pub b: String,
+    pub min_ms: Option<i64>,
+    pub max_ms: Option<i64>,
+    pub observations: usize,
+}
+
+impl std::fmt::Display for ClockBound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |v: i64| {
+            format!(
+                "{}{:.3} s",
+                if v < 0 { "-" } else { "+" },
+                v.unsigned_abs() as f64 / 1000.0
+            )
+        };
+        match (self.min_ms, self.max_ms) {
+            (Some(lo), Some(hi)) => write!(
+                f,
+                "{}'s clock minus {}'s is between {} and {} ({} observation{})",
+                self.b,
+                self.a,
+                s(lo),
+                s(hi),
+                self.observations,
+                if self.observations == 1 { "" } else { "s" }
+            ),
+            (Some(lo), None) => write!(
+                f,
+                "{}'s clock minus {}'s is at least {}",
+                self.b,
+                self.a,
+                s(lo)
+            ),
+            (None, Some(hi)) => write!(
+                f,
+                "{}'s clock minus {}'s is at most {}",
+                self.b,
+                self.a,
+                s(hi)
+            ),
+            (None, None) => write!(
+                f,
+                "{}'s and {}'s clocks: not bounded (no role change of one seen by the other's probes)",
+                self.a, self.b
+            ),
+        }
+    }
+}
+
+/// (issue wall, done wall) of each action that made the node master.
+fn master_starts(f: &JournalFile) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for run in &f.runs {
+        let mut issued: BTreeMap<CommandId, u64> = BTreeMap::new();
+        for step in &run.steps {
+            for c in &step.commands {
+                if matches!(
+                    c.value.kind,
+                    CommandKind::Promote | CommandKind::StartPostgres(StartAs::Master)
+                ) {
+                    issued.insert(c.value.id, step.wall_ms);
+                }
+            }
+            if let Input::Event(Event::CommandDone {
+                id,
+                outcome: Ok(()),
+                ..
+            }) = step.input
+                && let Some(w) = issued.remove(&id)
+            {
+                out.push((w, step.wall_ms));
+            }
+        }
+    }
+    out
+}
+
+/// For the observer's probes of `peer_name`: (issue wall, answer wall, was master).
+fn observations(f: &JournalFile, peer_name: &str) -> Vec<(u64, u64, bool)> {
+    let mut out = Vec::new();
+    for run in &f.runs {
+        let Some(pid) = run
+            .header
+            .config
+            .peers
+            .iter()
+            .position(|p| p.name == peer_name)
+        else {
+            continue;
+        };
+        let mut issued: BTreeMap<CommandId, u64> = BTreeMap::new();
+        for step in &run.steps {
+            for c in &step.commands {
+                if c.value.kind == CommandKind::ProbePeer(pgha_core::PeerId(pid as u8)) {
+                    issued.insert(c.value.id, step.wall_ms);
+                }
+            }
+            if let Input::Event(Event::PeerProbe { id, result, .. }) = step.input
+                && let Some(w) = issued.remove(&id)
+                && result.is_answer()
+            {
+                out.push((
+                    w,
+                    step.wall_ms,
+                    matches!(result, ProbeResult::Master { .. }),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Bounds on `clock(b) - clock(a)` from `a` observing `b` become master.
+fn bound_one_way(a: &JournalFile, b: &JournalFile) -> (Option<i64>, Option<i64>, usize) {
+    let obs = observations(a, &b.node_name());
+    let mut lo: Option<i64> = None;
+    let mut hi: Option<i64> = None;
+    let mut n = 0;
+    for (bp1, bp2) in master_starts(b) {
+        // The first answer "master" after a non-master answer, nearest to the promotion.
+        for w in obs.windows(2) {
+            let (r1, _, was) = w[0];
+            let (_, m2, is) = w[1];
+            if was || !is {
+                continue;
+            }
+            // Only pair with a promotion plausibly the same (within 10 min).
+            if (m2 as i64 - bp2 as i64).abs() > 600_000 {
+                continue;
+            }
+            let l = bp1 as i64 - m2 as i64;
+            let h = bp2 as i64 - r1 as i64;
+            lo = Some(lo.map_or(l, |x: i64| x.max(l)));
+            hi = Some(hi.map_or(h, |x: i64| x.min(h)));
+            n += 1;
+        }
+    }
+    (lo, hi, n)
+}
+
+/// Bounds for every pair of files.
+pub fn clock_bounds(files: &[JournalFile]) -> Vec<ClockBound> {
+    let mut out = Vec::new();
+    for i in 0..files.len() {
+        for j in i + 1..files.len() {
+            let (l1, h1, n1) = bound_one_way(&files[i], &files[j]);
+            let (l2, h2, n2) = bound_one_way(&files[j], &files[i]);
+            // clock(i) - clock(j) in [l2, h2]  =>  clock(j) - clock(i) in [-h2, -l2].
+            let lo = [l1, h2.map(|h| -h)].into_iter().flatten().max();
+            let hi = [h1, l2.map(|l| -l)].into_iter().flatten().min();
+            out.push(ClockBound {
+                a: files[i].node_name(),
+                b: files[j].node_name(),
+                min_ms: lo,
+                max_ms: hi,
+                observations: n1 + n2,
+            });
+        }
+    }
+    out
+}
+
+/// One action in a failover.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ActionLine {
+    pub node: String,
+    pub command: String,
+    pub issued_utc: String,
+    pub duration_ms: Option<u64>,
+    pub outcome: String,
+}
+
+/// One failover, as seen by the node that took over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Failover {
+    pub node: String,
+    pub seq: u64,
+    pub kind: String,
+    pub reason: String,
+    pub detection_utc: String,
+    pub decision_utc: String,
+    pub promoted_utc: Option<String>,
+    pub first_answer_as_master_utc: Option<String>,
+    pub detection_to_master_ms: Option<u64>,
+    pub actions: Vec<ActionLine>,
+}
+
+fn mono_to_wall(step: &RecordedStep, mono: u64) -> u64 {
+    (step.wall_ms as i128 + mono as i128 - step.now.0 as i128).max(0) as u64
+}
+
+/// Every failover (promotion or grace-expired self-election) in the files.
+pub fn failovers(files: &[JournalFile]) -> Vec<Failover> {
+    let mut out = Vec::new();
+    for f in files {
+        for run in &f.runs {
+            let c = &run.header.config;
+            for (si, step) in run.steps.iter().enumerate() {
+                for t in &step.transitions {
+                    let tv = &t.value;
+                    let kind = match (tv.to, tv.reason) {
+                        (State::Promoting { .. }, _) => "promotion",
+                        (
+                            State::Starting {
+                                target: StartAs::Master,
+                            },
+                            Reason::GraceExpired { .. },
+                        ) => "self-election (grace expired)",
+                        _ => continue,
+                    };
+                    let detection = match tv.reason {
+                        Reason::MasterUnreachable { failures, .. } => failures
+                            .times()
+                            .first()
+                            .map(|t| mono_to_wall(step, t.0))
+                            .unwrap_or(step.wall_ms),
+                        Reason::GraceExpired { waited_ms, .. } => {
+                            mono_to_wall(step, tv.at.0.saturating_sub(waited_ms))
+                        }
+                        _ => step.wall_ms,
+                    };
+                    let mut fo = Failover {
+                        node: run.header.node.clone(),
+                        seq: t.seq,
+                        kind: kind.into(),
+                        reason: tv.reason.describe(c).to_string(),
+                        detection_utc: format_utc(detection),
+                        decision_utc: format_utc(step.wall_ms),
+                        promoted_utc: None,
+                        first_answer_as_master_utc: None,
+                        detection_to_master_ms: None,
+                        actions: Vec::new(),
+                    };
+                    let mut open: BTreeMap<CommandId, (Command, u64, usize)> = BTreeMap::new();
+                    for later in &run.steps[si..] {
+                        if later.wall_ms > step.wall_ms + 300_000 {
+                            break;
+                        }
+                        for cmd in &later.commands {
+                            if !cmd.value.kind.is_probe() {
+                                fo.actions.push(ActionLine {
+                                    node: run.header.node.clone(),
+                                    command: describe::command(&cmd.value, c),
+                                    issued_utc: format_utc(later.wall_ms),
+                                    duration_ms: None,
+                                    outcome: "no outcome recorded".into(),
+                                });
+                                open.insert(
+                                    cmd.value.id,
+                                    (cmd.value, later.wall_ms, fo.actions.len() - 1),
+                                );
+                            }
+                        }
+                        match later.input {
+                            Input::Event(Event::CommandDone {
+                                id,
+                                outcome,
+                                duration_ms,
+                            }) => {
+                                if let Some((cmd, _, idx)) = open.remove(&id) {
+                                    fo.actions[idx].duration_ms = Some(duration_ms);
+                                    fo.actions[idx].outcome = match outcome {
+                                        Ok(()) => "ok".into(),
+                                        Err(e) => format!("failed: {e:?}"),
+                                    };
+                                    let made_master = matches!(
+                                        cmd.kind,
+                                        CommandKind::Promote
+                                            | CommandKind::StartPostgres(StartAs::Master)
+                                    );
+                                    if made_master && outcome.is_ok() && fo.promoted_utc.is_none() {
+                                        fo.promoted_utc = Some(format_utc(later.wall_ms));
+                                    }
+                                }
+                            }
+                            Input::Event(Event::LocalProbe {
+                                result: ProbeResult::Master { .. },
+                                ..
+                            }) if fo.promoted_utc.is_some()
+                                && fo.first_answer_as_master_utc.is_none() =>
+                            {
+                                fo.first_answer_as_master_utc = Some(format_utc(later.wall_ms));
+                                fo.detection_to_master_ms =
+                                    Some(later.wall_ms.saturating_sub(detection));
+                            }
+                            _ => {}
+                        }
+                        if fo.first_answer_as_master_utc.is_some() && open.is_empty() {
+                            break;
+                        }
+                    }
+                    out.push(fo);
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.decision_utc.cmp(&b.decision_utc));
+    out
+}
+
+/// The causal chain of one transition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Why {
+    pub transition: TimelineEntry,
+    /// The input that caused it.
+    pub cause: String,
+    /// The node's earlier transitions leading here (oldest first).
+    pub chain: Vec<TimelineEntry>,
+    /// Probe results and outcomes that were the evidence, oldest first.
+    pub evidence: Vec<String>,
+    /// The settings that applied.
+    pub settings: Vec<(String, String)>,
+    /// What would have prevented it, each checked by a what-if replay where one applies.
+    pub prevention: Vec<String>,
+    /// What the other nodes did around the same time.
+    pub elsewhere: Vec<TimelineEntry>,
+}
+
+/// Which transition `why` explains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WhyTarget {
+    /// A row of the named node's journal (or the only file): the transition at that row, or
+    /// the first transition its input caused.
+    Seq { node: Option<String>, seq: u64 },
+    /// The last state change at or before this wall time (of the node, when named).
+    At { node: Option<String>, wall_ms: u64 },
+}
+
+fn secs_setting(ms: u64) -> String {
+    format!("{} s", ms as f64 / 1000.0)
+}
+
+fn settings_for(reason: &Reason, c: &Config) -> Vec<(String, String)> {
+    let mut s = Vec::new();
+    let mut put = |k: &str, v: String| s.push((k.to_string(), v));
+    match reason {
+        Reason::MasterUnreachable { .. }
+        | Reason::LocalDown { .. }
+        | Reason::MasterIsReplica { .. } => {
+            put(
+                "replication.psql_error_count",
+                c.psql_error_count.to_string(),
+            );
+            put(
+                "replication.connect_timeout",
+                secs_setting(c.connect_timeout_ms),
+            );
+            put(
+                "replication.probe_interval",
+                secs_setting(c.probe_interval_ms),
+            );
+            put(
+                "replication.transition_bound",
+                secs_setting(c.transition_bound_ms),
+            );
+        }
+        Reason::GraceExpired { .. } | Reason::DataPresent { .. } => {
+            put("replication.grace", secs_setting(c.grace_ms));
+            put(
+                "replication.grace_stagger",
+                secs_setting(c.grace_stagger_ms),
+            );
+            put("index", c.index.to_string());
+            put(
+                "replication.probe_interval",
+                secs_setting(c.probe_interval_ms),
+            );
+        }
+        Reason::SplitBrain { .. } => {
+            put("replication.split_brain", c.split_brain.name().to_string());
+            put(
+                "replication.probe_interval",
+                secs_setting(c.probe_interval_ms),
+            );
+        }
+        _ => {
+            put(
+                "replication.probe_interval",
+                secs_setting(c.probe_interval_ms),
+            );
+        }
+    }
+    s
+}
+
+fn find_target<'a>(
+    files: &'a [JournalFile],
+    target: &WhyTarget,
+) -> Result<(usize, &'a Run, usize, usize), JournalError> {
+    let node_ok = |f: &JournalFile, node: &Option<String>| {
+        node.as_ref()
+            .is_none_or(|n| f.runs.iter().any(|r| &r.header.node == n))
+    };
+    match target {
+        WhyTarget::Seq { node, seq } => {
+            let candidates: Vec<usize> = (0..files.len())
+                .filter(|&i| node_ok(&files[i], node))
+                .collect();
+            if candidates.len() > 1 {
+                return Err(JournalError::NotFound {
+                    what: format!("row {seq}: several journals given; name the node with --node"),
+                });
+            }
+            for &fi in &candidates {
+                for run in &files[fi].runs {
+                    for (si, step) in run.steps.iter().enumerate() {
+                        let last = step
+                            .commands
+                            .last()
+                            .map(|c| c.seq)
+                            .or(step.transitions.last().map(|t| t.seq))
+                            .unwrap_or(step.seq);
+                        if *seq < step.seq || *seq > last {
+                            continue;
+                        }
+                        let ti = step
+                            .transitions
+                            .iter()
+                            .position(|t| t.seq == *seq)
+                            .unwrap_or(0);
+                        if step.transitions.is_empty() {
+                            return Err(JournalError::NotFound {
+                                what: format!(
+                                    "{}: row {seq} ({}) caused no transition",
+                                    files[fi].path.display(),
+                                    describe::input(&step.input, &run.header.config)
+                                ),
+                            });
+                        }
+                        return Ok((fi, run, si, ti));
+                    }
+                }
+            }
+            Err(JournalError::NotFound {
+                what: format!("no row {seq} with a transition in the given journals"),
+            })
+        }
+        WhyTarget::At { node, wall_ms } => {
+            let mut best: Option<(u64, usize, &Run, usize, usize)> = None;
+            for (fi, f) in files.iter().enumerate() {
+                if !node_ok(f, node) {
+                    continue;
+                }
+                for run in &f.runs {
+                    for (si, step) in run.steps.iter().enumerate() {
+                        if step.wall_ms > *wall_ms {
+                            break;
+                        }
+                        for (ti, t) in step.transitions.iter().enumerate() {
+                            if t.value.from.name() != t.value.to.name()
+                                && best.as_ref().is_none_or(|b| step.wall_ms >= b.0)
+                            {
+                                best = Some((step.wall_ms, fi, run, si, ti));
+                            }
+                        }
+                    }
+                }
+            }
+            best.map(|(_, fi, run, si, ti)| (fi, run, si, ti))
+                .ok_or_else(|| JournalError::NotFound {
+                    what: format!("no state change at or before {}", format_utc(*wall_ms)),
+                })
+        }
+    }
+}
+
+/// The causal chain for one transition.
+pub fn why(files: &[JournalFile], target: &WhyTarget) -> Result<Why, JournalError> {
+    let (fi, run, si, ti) = find_target(files, target)?;
+    let c = &run.header.config;
+    let step = &run.steps[si];
+    let t = &step.transitions[ti];
+    let tv = t.value;
+    let transition = entry(fi, run, step, t.seq, &tv);
+    let cause = format!(
+        "row {} at {}: {}",
+        step.seq,
+        format_utc(step.wall_ms),
+        describe::input(&step.input, c)
+    );
+    // The chain: the node's state changes before this one in the run (the last 4).
+    let mut chain = Vec::new();
+    for s in &run.steps[..si] {
+        for x in &s.transitions {
+            if is_notable(&x.value) {
+                chain.push(entry(fi, run, s, x.seq, &x.value));
+            }
+        }
+    }
+    let keep = chain.len().saturating_sub(4);
+    chain.drain(..keep);
+    // Evidence: the probe results relevant to the reason, up to the transition.
+    let wanted: Box<dyn Fn(&Input) -> bool> = match tv.reason {
+        Reason::MasterUnreachable { peer, .. }
+        | Reason::MasterIsReplica { peer }
+        | Reason::SplitBrain { peer, .. } => Box::new(move |i: &Input| {
+            matches!(i, Input::Event(Event::PeerProbe { peer: p, .. }) if *p == peer)
+                || *i == Input::Timeout
+        }),
+        Reason::LocalDown { .. } | Reason::LocalAnswered { .. } => Box::new(|i: &Input| {
+            matches!(i, Input::Event(Event::LocalProbe { .. })) || *i == Input::Timeout
+        }),
+        Reason::GraceExpired { .. }
+        | Reason::MasterFound { .. }
+        | Reason::MustClone { .. }
+        | Reason::NoMasterFound { .. } => Box::new(|i: &Input| {
+            matches!(
+                i,
+                Input::Event(Event::PeerProbe { .. }) | Input::Event(Event::Started(_))
+            )
+        }),
+        _ => Box::new(|i: &Input| !matches!(i, Input::Timeout)),
+    };
+    let mut evidence = Vec::new();
+    for s in run.steps[..=si].iter().rev() {
+        if evidence.len() >= 10 {
+            break;
+        }
+        if !wanted(&s.input) {
+            continue;
+        }
+        // A timer call matters only where it timed a probe out (it produced the failure).
+        if s.input == Input::Timeout && s.transitions.is_empty() && s.seq != step.seq {
+            continue;
+        }
+        let text = if s.input == Input::Timeout {
+            "timer: probe deadline passed (counts as a timeout)".to_string()
+        } else {
+            describe::input(&s.input, c)
+        };
+        evidence.push(format!(
+            "row {} at {}: {}",
+            s.seq,
+            format_utc_time(s.wall_ms),
+            text
+        ));
+    }
+    evidence.reverse();
+    if let Reason::MasterUnreachable { failures, .. } | Reason::LocalDown { failures } = tv.reason {
+        let times: Vec<String> = failures
+            .times()
+            .iter()
+            .map(|x| format_utc_time(mono_to_wall(step, x.0)))
+            .collect();
+        evidence.push(format!(
+            "failure counter: {} consecutive, at {}; last result {}",
+            failures.count,
+            times.join(", "),
+            failures.last.map(|r| r.name()).unwrap_or("?")
+        ));
+    }
+    let settings = settings_for(&tv.reason, c);
+    let prevention = prevention(files, fi, run, &tv);
+    let elsewhere = timeline(files)
+        .into_iter()
+        .filter(|e| {
+            e.file != fi && e.wall_ms + 60_000 >= step.wall_ms && e.wall_ms <= step.wall_ms + 60_000
+        })
+        .collect();
+    Ok(Why {
+        transition,
+        cause,
+        chain,
+        evidence,
+        settings,
+        prevention,
+        elsewhere,
+    })
+}
+
+/// What would have prevented the transition; checked by what-if replays where a setting could.
+fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> Vec<String> {
+    let c = &run.header.config;
+    let mut out = Vec::new();
+    let check = |key: &str, value: String, what: &str| -> Option<String> {
+        let settings = vec![(key.to_string(), value.clone())];
+        let r = whatif::what_if(&files[fi], &settings).ok()?;
+        let rr = r.runs.iter().find(|x| x.run == run.number)?;
+        let verb = decision_verb(tv, c).unwrap_or_default();
+        let orig = rr.original.iter().filter(|d| d.what == verb).count();
+        let alt: Vec<_> = rr.alternate.iter().filter(|d| d.what == verb).collect();
+        let outcome = if alt.len() < orig {
+            format!("it would not have {verb} within the recording")
+        } else if let Some(a) = alt.iter().find(|a| a.mono_ms >= tv.at.0) {
+            format!("it would have {verb} at {}", format_utc_time(a.wall_ms))
+        } else {
+            "no change".into()
+        };
+        Some(format!("{what}: what-if with {key}={value}: {outcome}"))
+    };
+    match tv.reason {
+        Reason::MasterUnreachable {
+            peer,
+            failures,
+            connect_timeout_ms,
+        } => {
+            out.push(format!(
+                "{} answering any one probe within connect_timeout ({}) before failure {}",
+                c.peer_name(peer),
+                duration(connect_timeout_ms),
+                c.psql_error_count
+            ));
+            let n = (failures.count + 2).min(pgha_core::MAX_ERROR_COUNT);
+            out.extend(check(
+                "replication.psql_error_count",
+                n.to_string(),
+                "a longer detection window (more consecutive failures)",
+            ));
+        }
+        Reason::GraceExpired { grace_ms, .. } => {
+            out.push("a peer reporting master before grace expired (it was down, unreachable or not master)".into());
+            out.extend(check(
+                "replication.grace",
+                format!("{}", grace_ms * 2 / 1000),
+                "a longer grace",
+            ));
+        }
+        Reason::SplitBrain { .. } => {
+            out.push(
+                "only one master: the other node not promoting or not starting as master".into(),
+            );
+            if c.split_brain == pgha_core::SplitBrainRule::BothStop {
+                out.extend(check(
+                    "replication.split_brain",
+                    "older-timeline-steps-down".into(),
+                    "the safer rule keeps the newer timeline serving",
+                ));
+            }
+        }
+        Reason::LocalDown { .. } => {
+            out.push("the local postgres answering its probes".into());
+        }
+        Reason::MasterIsReplica { peer } => {
+            out.push(format!(
+                "{} still being master when probed",
+                c.peer_name(peer)
+            ));
+        }
+        Reason::CommandFailed { command, .. } => {
+            out.push(format!("{} succeeding", command.name()));
+        }
+        Reason::Operator { .. } => out.push("no operator request".into()),
+        _ => out.push("nothing in pgha's settings: this step follows from the previous one".into()),
+    }
+    out
+}
+
+/// The default report.
+pub fn render_timeline(files: &[JournalFile]) -> String {
+    let mut s = header(files);
+    s.push_str("\nTimeline (UTC; * marks a role change):\n");
+    for e in timeline(files) {
+        s.push_str(&format!(
+            "{} {} {:<5} {:>18} -> {:<18} {}\n",
+            e.utc,
+            if e.role_changed() { "*" } else { " " },
+            e.node,
+            e.from,
+            e.to,
+            e.reason
+        ));
+    }
+    s
+}
+
+fn header(files: &[JournalFile]) -> String {
+    let mut s = String::new();
+    for f in files {
+        let first = f.runs.first().map(|r| r.wall_ms).unwrap_or(0);
+        let last = f
+            .runs
+            .iter()
+            .flat_map(|r| r.steps.last())
+            .map(|s| s.wall_ms)
+            .max()
+            .unwrap_or(first);
+        s.push_str(&format!(
+            "{}: {} ({} run{}, {} to {})\n",
+            f.node_name(),
+            f.path.display(),
+            f.runs.len(),
+            if f.runs.len() == 1 { "" } else { "s" },
+            format_utc(first),
+            format_utc(last)
+        ));
+    }
+    for b in clock_bounds(files) {
+        s.push_str(&format!("clocks: {b}\n"));
+    }
+    s
+}
+
+pub fn render_failovers(files: &[JournalFile]) -> String {
+    let mut s = header(files);
+    let fos = failovers(files);
+    if fos.is_empty() {
+        s.push_str("\nNo failover (promotion or grace-expired self-election) in these journals.\n");
+    }
+    for fo in fos {
+        s.push_str(&format!(
+            "\n{} by {} (row {}): {}\n",
+            fo.kind, fo.node, fo.seq, fo.reason
+        ));
+        s.push_str(&format!("  detection:        {}\n", fo.detection_utc));
+        s.push_str(&format!("  decision:         {}\n", fo.decision_utc));
+        s.push_str(&format!(
+            "  promoted/started: {}\n",
+            fo.promoted_utc.as_deref().unwrap_or("not recorded")
+        ));
+        s.push_str(&format!(
+            "  answered master:  {}{}\n",
+            fo.first_answer_as_master_utc
+                .as_deref()
+                .unwrap_or("not recorded"),
+            fo.detection_to_master_ms
+                .map(|d| format!(" ({} after detection)", duration(d)))
+                .unwrap_or_default()
+        ));
+        s.push_str("  actions:\n");
+        for a in &fo.actions {
+            s.push_str(&format!(
+                "    {} {:<40} {:>10}  {}\n",
+                a.issued_utc,
+                a.command,
+                a.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
+                a.outcome
+            ));
+        }
+    }
+    s
+}
+
+pub fn render_why(w: &Why) -> String {
+    let t = &w.transition;
+    let mut s = format!(
+        "{} {} -> {} at {} (row {}, run {}):\n  {}\n",
+        t.node, t.from, t.to, t.utc, t.seq, t.run, t.reason
+    );
+    s.push_str(&format!("\ncaused by {}\n", w.cause));
+    if !w.chain.is_empty() {
+        s.push_str("\nhow it got there:\n");
+        for e in &w.chain {
+            s.push_str(&format!(
+                "  {} {} -> {}: {}\n",
+                e.utc, e.from, e.to, e.reason
+            ));
+        }
+    }
+    s.push_str("\nevidence:\n");
+    for e in &w.evidence {
+        s.push_str(&format!("  {e}\n"));
+    }
+    s.push_str("\nsettings that applied:\n");
+    for (k, v) in &w.settings {
+        s.push_str(&format!("  {k} = {v}\n"));
+    }
+    s.push_str("\nwhat would have prevented it:\n");
+    for p in &w.prevention {
+        s.push_str(&format!("  - {p}\n"));
+    }
+    if !w.elsewhere.is_empty() {
+        s.push_str("\nmeanwhile (within 60 s):\n");
+        for e in &w.elsewhere {
+            s.push_str(&format!(
+                "  {} {} {} -> {}: {}\n",
+                e.utc, e.node, e.from, e.to, e.reason
+            ));
+        }
+    }
+    s
+}
+
+/// JSON for tools.
+pub fn timeline_json(files: &[JournalFile]) -> String {
+    json(&serde_json::json!({
+        "clocks": clock_bounds(files),
+        "timeline": timeline(files),
+    }))
+}
+
+pub fn failovers_json(files: &[JournalFile]) -> String {
+    json(&serde_json::json!({
+        "clocks": clock_bounds(files),
+        "failovers": failovers(files),
+    }))
+}
+
+pub fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

@@ -53,6 +53,7 @@ mod recorder;
 pub mod replay;
 pub mod retention;
 pub mod store;
+pub mod testkit;
 pub mod time;
 pub mod whatif;
 

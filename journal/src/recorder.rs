@@ -101,6 +101,16 @@ impl Recorder {
         })
     }
 
+    /// Starts a new run on the same file with a fresh node: what a daemon restart does
+    /// (handy with [`Recorder::in_memory`], where there is no file to reopen).
+    pub fn restart(self, header: Header) -> Result<Recorder, JournalError> {
+        let options = self.options.clone();
+        if self.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        Ok(Recorder::new(self.store, header)?.with_options(options))
+    }
+
     /// Replaces the [`Options`].
     pub fn with_options(mut self, options: Options) -> Recorder {
         self.options = options;
@@ -230,7 +240,7 @@ impl Recorder {
         if !self.started {
             return Ok(());
         }
-        let snap = SnapshotRef {
+        let snap = codec::SnapshotRef {
             header: &self.header,
             node: &self.node,
         };
@@ -269,12 +279,4 @@ impl Recorder {
     pub fn read(&self) -> Result<JournalFile, JournalError> {
         JournalFile::from_store(&self.store)
     }
-}
-
-/// Serialises like [`crate::Snapshot`] without cloning the node.
-#[derive(serde::Serialize)]
-#[serde(rename = "Snapshot")]
-struct SnapshotRef<'a> {
-    header: &'a Header,
-    node: &'a Node,
 }

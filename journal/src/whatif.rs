@@ -1,1 +1,475 @@
 //! What-if replay: the recorded world, replayed against a core with changed settings.
+//!
+//! The recorded inputs are the world's answers to the original node's commands. A node with
+//! other settings issues other commands (other ids, other times), so the recording is
+//! translated, not replayed verbatim:
+//! * a recorded probe result goes to the alternate node's latest probe of the same server (it
+//!   is dropped when that node has none outstanding, and it times out by its own deadline);
+//! * a recorded command outcome goes to the alternate node's oldest outstanding command of the
+//!   same kind (dropped when there is none: a command the alternate never issued);
+//! * the alternate node's timers fire at the recorded timer calls when due, or at their own
+//!   deadline when the original node had nothing due then;
+//! * `Started` and operator requests are delivered as recorded.
+//!
+//! With the recorded settings the translation is the identity, so the report says "no
+//! difference". Once the decisions differ, later inputs are the world as it answered the
+//! *original* decisions: the report states the first difference and then compares decisions
+//! (promotions, self-elections, step-downs, fences, re-clones) by kind and order.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use pgha_core::{
+    Command, CommandId, CommandKind, Config, Event, Input, MAX_PEERS, Node, StartAs, State,
+    Timestamp, Transition,
+};
+use serde::Serialize;
+
+use crate::read::{JournalFile, Run};
+use crate::replay::apply;
+use crate::time::{duration, format_utc, format_utc_time};
+use crate::{JournalError, describe};
+
+/// A decision: a transition into a state that acts on the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// A verb phrase: "promoted", "elected itself master", "stepped down", ...
+    pub what: String,
+    /// The reason code and the one-line reason.
+    pub code: String,
+    pub reason: String,
+    pub mono_ms: u64,
+    pub wall_ms: u64,
+}
+
+/// The verb for a transition that is a decision, `None` for consequences (a command
+/// finished, postgres answered).
+pub fn decision_verb(t: &Transition, config: &Config) -> Option<String> {
+    Some(match t.to {
+        State::Promoting { .. } => "promoted".into(),
+        State::Starting {
+            target: StartAs::Master,
+        } if t.reason.code() == "grace_expired" => "elected itself master (grace expired)".into(),
+        State::SteppingDown { .. } => "stepped down".into(),
+        State::Fenced if !matches!(t.from, State::Fenced) => "fenced itself".into(),
+        State::Cloning { from } => format!("cloned from {}", config.peer_name(from)),
+        State::Initializing => "ran initdb".into(),
+        _ => return None,
+    })
+}
+
+/// One run compared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunWhatIf {
+    pub run: u64,
+    pub node: String,
+    pub start_wall_ms: u64,
+    pub end_wall_ms: u64,
+    /// Why the run could not be compared (for example it starts from a snapshot).
+    pub skipped: Option<String>,
+    /// The row and a text of the first step whose outputs differ.
+    pub first_difference: Option<(u64, String)>,
+    pub original: Vec<Decision>,
+    pub alternate: Vec<Decision>,
+    /// One line per decision: how it changed.
+    pub lines: Vec<String>,
+}
+
+/// A what-if report for one file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WhatIfReport {
+    pub file: PathBuf,
+    pub settings: Vec<(String, String)>,
+    pub runs: Vec<RunWhatIf>,
+}
+
+impl WhatIfReport {
+    /// True when no run's decisions or commands differ.
+    pub fn no_difference(&self) -> bool {
+        self.runs.iter().all(|r| r.first_difference.is_none())
+    }
+}
+
+impl std::fmt::Display for WhatIfReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let settings: Vec<String> = self
+            .settings
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(
+            f,
+            "what-if for {} with {}",
+            self.file.display(),
+            if settings.is_empty() {
+                "the recorded settings".to_string()
+            } else {
+                settings.join(", ")
+            }
+        )?;
+        for r in &self.runs {
+            writeln!(
+                f,
+                "run {} ({}, {} to {}):",
+                r.run,
+                r.node,
+                format_utc(r.start_wall_ms),
+                format_utc_time(r.end_wall_ms)
+            )?;
+            if let Some(why) = &r.skipped {
+                writeln!(f, "  skipped: {why}")?;
+                continue;
+            }
+            match &r.first_difference {
+                None => {
+                    writeln!(f, "  no difference: every transition and command the same")?;
+                    continue;
+                }
+                Some((seq, what)) => writeln!(f, "  first difference at row {seq}: {what}")?,
+            }
+            for l in &r.lines {
+                writeln!(f, "  {l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `key=value` settings, applies them to each run's recorded config and replays.
+pub fn what_if_file(
+    path: impl AsRef<Path>,
+    settings: &[(String, String)],
+) -> Result<WhatIfReport, JournalError> {
+    let file = JournalFile::read(path)?;
+    what_if(&file, settings)
+}
+
+/// Applies `settings` to a config; the error names the key or value.
+pub fn apply_settings(
+    config: &mut Config,
+    settings: &[(String, String)],
+) -> Result<(), JournalError> {
+    for (k, v) in settings {
+        config.set(k, v).map_err(|e| JournalError::Setting {
+            key: k.clone(),
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Splits `key=value`.
+pub fn parse_setting(s: &str) -> Result<(String, String), JournalError> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(JournalError::Setting {
+            key: s.to_string(),
+            detail: "expected key=value".into(),
+        }),
+    }
+}
+
+pub fn what_if(
+    file: &JournalFile,
+    settings: &[(String, String)],
+) -> Result<WhatIfReport, JournalError> {
+    // Check the settings once, even for a journal without runs.
+    let mut probe = Config::ha_pair("a", 0, "b", 1);
+    if let Some(r) = file.runs.first() {
+        probe = r.header.config.clone();
+    }
+    apply_settings(&mut probe, settings)?;
+    let mut runs = Vec::new();
+    for run in &file.runs {
+        runs.push(what_if_run(run, settings)?);
+    }
+    Ok(WhatIfReport {
+        file: file.path.clone(),
+        settings: settings.to_vec(),
+        runs,
+    })
+}
+
+struct Alt {
+    node: Node,
+    local_probe: Option<CommandId>,
+    peer_probe: [Option<CommandId>; MAX_PEERS],
+    outstanding: Vec<Command>,
+    decisions: Vec<Decision>,
+}
+
+impl Alt {
+    fn run(
+        &mut self,
+        now: Timestamp,
+        wall_ms: u64,
+        input: Input,
+        config: &Config,
+    ) -> (Vec<Transition>, Vec<Command>) {
+        let (ts, cs) = apply(&mut self.node, now, input);
+        for c in &cs {
+            match c.kind {
+                CommandKind::ProbeLocal => self.local_probe = Some(c.id),
+                CommandKind::ProbePeer(p) => {
+                    if let Some(slot) = self.peer_probe.get_mut(p.index()) {
+                        *slot = Some(c.id);
+                    }
+                }
+                _ => self.outstanding.push(*c),
+            }
+        }
+        for t in &ts {
+            if let Some(what) = decision_verb(t, config) {
+                self.decisions.push(Decision {
+                    what,
+                    code: t.reason.code().into(),
+                    reason: t.reason.describe(config).to_string(),
+                    mono_ms: t.at.0,
+                    wall_ms,
+                });
+            }
+        }
+        (ts, cs)
+    }
+}
+
+fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, JournalError> {
+    let recorded = &run.header.config;
+    let mut config = recorded.clone();
+    apply_settings(&mut config, settings)?;
+    let mut out = RunWhatIf {
+        run: run.number,
+        node: run.header.node.clone(),
+        start_wall_ms: run.wall_ms,
+        end_wall_ms: run.steps.last().map_or(run.wall_ms, |s| s.wall_ms),
+        skipped: None,
+        first_difference: None,
+        original: Vec::new(),
+        alternate: Vec::new(),
+        lines: Vec::new(),
+    };
+    if run.start.is_some() {
+        out.skipped = Some("the run's start was pruned (it begins at a snapshot)".into());
+        return Ok(out);
+    }
+    let mut orig = Node::new(recorded.clone());
+    let mut alt = Alt {
+        node: Node::new(config.clone()),
+        local_probe: None,
+        peer_probe: [None; MAX_PEERS],
+        outstanding: Vec::new(),
+        decisions: Vec::new(),
+    };
+    let mut kinds: BTreeMap<CommandId, CommandKind> = BTreeMap::new();
+    for step in &run.steps {
+        for c in &step.commands {
+            kinds.insert(c.value.id, c.value.kind);
+        }
+        for t in &step.transitions {
+            if let Some(what) = decision_verb(&t.value, recorded) {
+                out.original.push(Decision {
+                    what,
+                    code: t.value.reason.code().into(),
+                    reason: t.value.reason.describe(recorded).to_string(),
+                    mono_ms: t.value.at.0,
+                    wall_ms: step.wall_ms,
+                });
+            }
+        }
+    }
+    let wall_at = |step_now: Timestamp, step_wall: u64, t: Timestamp| {
+        (step_wall as i128 + t.0 as i128 - step_now.0 as i128).max(0) as u64
+    };
+    let mut last = (Timestamp::ZERO, run.wall_ms);
+    for step in &run.steps {
+        let now = step.now;
+        let orig_due = orig.poll_timeout();
+        let _ = apply(&mut orig, now, step.input);
+        let produced = match step.input {
+            Input::Timeout => {
+                if alt.node.poll_timeout().is_some_and(|d| d <= now) {
+                    Some(alt.run(now, step.wall_ms, Input::Timeout, &config))
+                } else {
+                    Some((Vec::new(), Vec::new()))
+                }
+            }
+            Input::Event(e) => {
+                // The alternate's own deadlines that the original had no timer call for.
+                let mut guard = 0;
+                while let Some(d) = alt.node.poll_timeout()
+                    && d < now
+                    && orig_due.is_none_or(|o| d < o)
+                    && guard < 100_000
+                {
+                    guard += 1;
+                    let d = d.max(last.0);
+                    let wall = wall_at(last.0, last.1, d);
+                    let (ts, cs) = alt.run(d, wall, Input::Timeout, &config);
+                    if out.first_difference.is_none() && (!ts.is_empty() || !cs.is_empty()) {
+                        out.first_difference = Some((
+                            step.seq,
+                            format!(
+                                "at {} the changed settings act on their own timer: {}",
+                                format_utc_time(wall),
+                                summary(&ts, &cs, &config)
+                            ),
+                        ));
+                    }
+                }
+                translate(&mut alt, e, &kinds)
+                    .map(|e| alt.run(now, step.wall_ms, Input::Event(e), &config))
+            }
+        };
+        last = (now, step.wall_ms);
+        let (ts, cs) = produced.unwrap_or_default();
+        if out.first_difference.is_none() {
+            let same_t = ts.len() == step.transitions.len()
+                && ts.iter().zip(&step.transitions).all(|(a, b)| *a == b.value);
+            let same_c = cs.len() == step.commands.len()
+                && cs.iter().zip(&step.commands).all(|(a, b)| *a == b.value);
+            if !same_t || !same_c {
+                let rec_t: Vec<Transition> = step.transitions.iter().map(|t| t.value).collect();
+                let rec_c: Vec<Command> = step.commands.iter().map(|c| c.value).collect();
+                out.first_difference = Some((
+                    step.seq,
+                    format!(
+                        "at {} after {}: recorded {}; with the changes {}",
+                        format_utc_time(step.wall_ms),
+                        describe::input(&step.input, recorded),
+                        summary(&rec_t, &rec_c, recorded),
+                        summary(&ts, &cs, &config)
+                    ),
+                ));
+            }
+        }
+    }
+    out.alternate = alt.decisions;
+    out.lines = compare(&out, settings);
+    Ok(out)
+}
+
+fn summary(ts: &[Transition], cs: &[Command], config: &Config) -> String {
+    let mut parts: Vec<String> = ts
+        .iter()
+        .map(|t| format!("{} -> {} ({})", t.from.name(), t.to.name(), t.reason.code()))
+        .collect();
+    let actions: Vec<String> = cs
+        .iter()
+        .filter(|c| !c.kind.is_probe())
+        .map(|c| describe::command(c, config))
+        .collect();
+    if !actions.is_empty() {
+        parts.push(actions.join(", "));
+    }
+    let probes = cs.iter().filter(|c| c.kind.is_probe()).count();
+    if probes > 0 {
+        parts.push(format!(
+            "{probes} probe{}",
+            if probes == 1 { "" } else { "s" }
+        ));
+    }
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn translate(alt: &mut Alt, e: Event, kinds: &BTreeMap<CommandId, CommandKind>) -> Option<Event> {
+    Some(match e {
+        Event::LocalProbe { result, .. } => Event::LocalProbe {
+            id: alt.local_probe.take()?,
+            result,
+        },
+        Event::PeerProbe { peer, result, .. } => Event::PeerProbe {
+            id: alt.peer_probe.get_mut(peer.index())?.take()?,
+            peer,
+            result,
+        },
+        Event::CommandDone {
+            id,
+            outcome,
+            duration_ms,
+        } => {
+            let kind = kinds.get(&id)?;
+            let i = alt.outstanding.iter().position(|c| c.kind == *kind)?;
+            let c = alt.outstanding.remove(i);
+            Event::CommandDone {
+                id: c.id,
+                outcome,
+                duration_ms,
+            }
+        }
+        Event::Started(_) | Event::Operator(_) => e,
+    })
+}
+
+fn compare(r: &RunWhatIf, settings: &[(String, String)]) -> Vec<String> {
+    let with: Vec<String> = settings
+        .iter()
+        .map(|(k, v)| format!("{}={v}", short(k)))
+        .collect();
+    let with = if with.is_empty() {
+        "the recorded settings".to_string()
+    } else {
+        with.join(", ")
+    };
+    let mut lines = Vec::new();
+    let mut used = vec![false; r.alternate.len()];
+    for d in &r.original {
+        let m = r
+            .alternate
+            .iter()
+            .enumerate()
+            .find(|(i, a)| !used[*i] && a.what == d.what);
+        let head = format!(
+            "{} {} at {} ({})",
+            r.node,
+            d.what,
+            format_utc_time(d.wall_ms),
+            d.reason
+        );
+        match m {
+            Some((i, a)) => {
+                used[i] = true;
+                let delta = a.mono_ms as i64 - d.mono_ms as i64;
+                let when = match delta {
+                    0 => "at the same time".to_string(),
+                    x if x > 0 => format!("{} later", duration(x as u64)),
+                    x => format!("{} earlier", duration(x.unsigned_abs())),
+                };
+                lines.push(format!(
+                    "{head}; with {with} it would have {} at {} ({when}; {})",
+                    a.what,
+                    format_utc_time(a.wall_ms),
+                    a.reason
+                ));
+            }
+            None => lines.push(format!(
+                "{head}; with {with} it would not have {} (up to the end of the recording, {})",
+                d.what,
+                format_utc_time(r.end_wall_ms)
+            )),
+        }
+    }
+    for (i, a) in r.alternate.iter().enumerate() {
+        if !used[i] {
+            lines.push(format!(
+                "with {with} {} would also have {} at {} ({}), which did not happen",
+                r.node,
+                a.what,
+                format_utc_time(a.wall_ms),
+                a.reason
+            ));
+        }
+    }
+    if lines.is_empty() {
+        lines.push("no decision changed (only the commands or their timing differ)".into());
+    }
+    lines
+}
+
+/// `replication.psql_error_count` -> `psql_error_count`.
+fn short(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
