@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pgha_core::{
-    Command, CommandId, CommandKind, Config, Event, Input, MAX_PEERS, Node, StartAs, State,
-    Timestamp, Transition,
+    Command, CommandId, CommandKind, Config, Event, Failure, Input, Lsn, MAX_PEERS, Node,
+    ProbeResult, StartAs, State, Timestamp, Transition,
 };
 use serde::Serialize;
 
@@ -127,6 +127,10 @@ impl std::fmt::Display for WhatIfReport {
                 }
                 Some((seq, what)) => writeln!(f, "  first difference at row {seq}: {what}")?,
             }
+            writeln!(
+                f,
+                "  (from there on the recording is the world answering the recorded decisions, e.g. a peer that stopped on split-brain: later differences are indicative)"
+            )?;
             for l in &r.lines {
                 writeln!(f, "  {l}")?;
             }
@@ -190,11 +194,32 @@ pub fn what_if(
     })
 }
 
+/// Whether a command changes what the local postgres is.
+fn affects_local(k: CommandKind) -> bool {
+    matches!(
+        k,
+        CommandKind::Promote
+            | CommandKind::StartPostgres(_)
+            | CommandKind::StopPostgres(_)
+            | CommandKind::InitDataDir
+            | CommandKind::Basebackup { .. }
+    )
+}
+
 struct Alt {
     node: Node,
     local_probe: Option<CommandId>,
     peer_probe: [Option<CommandId>; MAX_PEERS],
-    outstanding: Vec<Command>,
+    /// Original command id -> the alternate's command of the same kind issued in the same step.
+    matched: BTreeMap<CommandId, CommandId>,
+    /// The local postgres as the alternate's own actions left it, once they differ from the
+    /// recording's (`None`: the recorded local probe results apply).
+    local_override: Option<ProbeResult>,
+    last_local: Option<ProbeResult>,
+    /// Outcomes synthesised for alternate actions the recording has no outcome for.
+    synthetic: Vec<(Timestamp, Command, Result<(), Failure>, u64)>,
+    /// Per command kind: (outcome, duration) of the recording's first such command.
+    typical: BTreeMap<String, (Result<(), Failure>, u64)>,
     decisions: Vec<Decision>,
 }
 
@@ -205,8 +230,10 @@ impl Alt {
         wall_ms: u64,
         input: Input,
         config: &Config,
+        recorded: &[Command],
     ) -> (Vec<Transition>, Vec<Command>) {
         let (ts, cs) = apply(&mut self.node, now, input);
+        let mut orig_unmatched: Vec<Command> = recorded.to_vec();
         for c in &cs {
             match c.kind {
                 CommandKind::ProbeLocal => self.local_probe = Some(c.id),
@@ -215,8 +242,25 @@ impl Alt {
                         *slot = Some(c.id);
                     }
                 }
-                _ => self.outstanding.push(*c),
+                kind => {
+                    if let Some(k) = orig_unmatched.iter().position(|o| o.kind == kind) {
+                        let o = orig_unmatched.remove(k);
+                        self.matched.insert(o.id, c.id);
+                    } else {
+                        let (outcome, took) = self
+                            .typical
+                            .get(&format!("{kind:?}"))
+                            .copied()
+                            .unwrap_or((Ok(()), 1_000));
+                        self.synthetic.push((now.plus(took), *c, outcome, took));
+                    }
+                }
             }
+        }
+        // The recording carried out a local action the alternate did not: its postgres
+        // stays as the alternate last saw it.
+        if orig_unmatched.iter().any(|o| affects_local(o.kind)) && self.local_override.is_none() {
+            self.local_override = Some(self.last_local.unwrap_or(ProbeResult::Refused));
         }
         for t in &ts {
             if let Some(what) = decision_verb(t, config) {
@@ -230,6 +274,35 @@ impl Alt {
             }
         }
         (ts, cs)
+    }
+
+    /// The effect of a synthesised action on the local postgres.
+    fn effect(&mut self, kind: CommandKind) {
+        let base = self.local_override.or(self.last_local);
+        let tl = base.and_then(|r| r.timeline()).unwrap_or(1);
+        let lsn = match base {
+            Some(ProbeResult::Master { lsn, .. }) => lsn,
+            Some(ProbeResult::Replica { replay_lsn, .. }) => replay_lsn,
+            _ => Lsn(0),
+        };
+        self.local_override = Some(match kind {
+            CommandKind::Promote => ProbeResult::Master {
+                timeline: tl + 1,
+                lsn,
+            },
+            CommandKind::StartPostgres(StartAs::Master) => {
+                ProbeResult::Master { timeline: tl, lsn }
+            }
+            CommandKind::StartPostgres(StartAs::Replica { upstream }) => ProbeResult::Replica {
+                timeline: tl,
+                replay_lsn: lsn,
+                upstream: Some(upstream),
+            },
+            CommandKind::StopPostgres(_)
+            | CommandKind::InitDataDir
+            | CommandKind::Basebackup { .. } => ProbeResult::Refused,
+            _ => return,
+        });
     }
 }
 
@@ -257,13 +330,28 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
         node: Node::new(config.clone()),
         local_probe: None,
         peer_probe: [None; MAX_PEERS],
-        outstanding: Vec::new(),
+        matched: BTreeMap::new(),
+        local_override: None,
+        last_local: None,
+        synthetic: Vec::new(),
+        typical: BTreeMap::new(),
         decisions: Vec::new(),
     };
     let mut kinds: BTreeMap<CommandId, CommandKind> = BTreeMap::new();
     for step in &run.steps {
         for c in &step.commands {
             kinds.insert(c.value.id, c.value.kind);
+        }
+        if let Input::Event(Event::CommandDone {
+            id,
+            outcome,
+            duration_ms,
+        }) = step.input
+            && let Some(k) = kinds.get(&id)
+        {
+            alt.typical
+                .entry(format!("{k:?}"))
+                .or_insert((outcome, duration_ms));
         }
         for t in &step.transitions {
             if let Some(what) = decision_verb(&t.value, recorded) {
@@ -285,40 +373,74 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
         let now = step.now;
         let orig_due = orig.poll_timeout();
         let _ = apply(&mut orig, now, step.input);
+        let rec_cmds: Vec<Command> = step.commands.iter().map(|c| c.value).collect();
+        // Inputs of the alternate's own before this step: synthesised outcomes, and timers
+        // the original had no call for.
+        let mut guard = 0;
+        loop {
+            guard += 1;
+            let syn = alt
+                .synthetic
+                .iter()
+                .map(|s| s.0)
+                .min()
+                .filter(|t| *t < now || (*t <= now && step.input != Input::Timeout));
+            let timer = alt.node.poll_timeout().filter(|d| {
+                *d < now && orig_due.is_none_or(|o| *d < o) && step.input != Input::Timeout
+            });
+            let (at, input) = match (syn, timer) {
+                (Some(s), Some(d)) if d < s => (d, Input::Timeout),
+                (Some(s), _) => {
+                    let k = alt.synthetic.iter().position(|x| x.0 == s).unwrap_or(0);
+                    let (_, c, outcome, took) = alt.synthetic.remove(k);
+                    if outcome.is_ok() {
+                        alt.effect(c.kind);
+                    }
+                    (
+                        s,
+                        Input::Event(Event::CommandDone {
+                            id: c.id,
+                            outcome,
+                            duration_ms: took,
+                        }),
+                    )
+                }
+                (None, Some(d)) => (d, Input::Timeout),
+                (None, None) => break,
+            };
+            if guard > 100_000 {
+                break;
+            }
+            let at = at.max(last.0);
+            let wall = wall_at(last.0, last.1, at);
+            let (ts, cs) = alt.run(at, wall, input, &config, &[]);
+            if out.first_difference.is_none() && (!ts.is_empty() || !cs.is_empty()) {
+                out.first_difference = Some((
+                    step.seq,
+                    format!(
+                        "at {} the changed settings act on their own: {}",
+                        format_utc_time(wall),
+                        summary(&ts, &cs, &config)
+                    ),
+                ));
+            }
+        }
         let produced = match step.input {
             Input::Timeout => {
                 if alt.node.poll_timeout().is_some_and(|d| d <= now) {
-                    Some(alt.run(now, step.wall_ms, Input::Timeout, &config))
+                    Some(alt.run(now, step.wall_ms, Input::Timeout, &config, &rec_cmds))
                 } else {
-                    Some((Vec::new(), Vec::new()))
+                    alt.run_unmatched(&rec_cmds);
+                    None
                 }
             }
-            Input::Event(e) => {
-                // The alternate's own deadlines that the original had no timer call for.
-                let mut guard = 0;
-                while let Some(d) = alt.node.poll_timeout()
-                    && d < now
-                    && orig_due.is_none_or(|o| d < o)
-                    && guard < 100_000
-                {
-                    guard += 1;
-                    let d = d.max(last.0);
-                    let wall = wall_at(last.0, last.1, d);
-                    let (ts, cs) = alt.run(d, wall, Input::Timeout, &config);
-                    if out.first_difference.is_none() && (!ts.is_empty() || !cs.is_empty()) {
-                        out.first_difference = Some((
-                            step.seq,
-                            format!(
-                                "at {} the changed settings act on their own timer: {}",
-                                format_utc_time(wall),
-                                summary(&ts, &cs, &config)
-                            ),
-                        ));
-                    }
+            Input::Event(e) => match translate(&mut alt, e, &kinds) {
+                Some(e) => Some(alt.run(now, step.wall_ms, Input::Event(e), &config, &rec_cmds)),
+                None => {
+                    alt.run_unmatched(&rec_cmds);
+                    None
                 }
-                translate(&mut alt, e, &kinds)
-                    .map(|e| alt.run(now, step.wall_ms, Input::Event(e), &config))
-            }
+            },
         };
         last = (now, step.wall_ms);
         let (ts, cs) = produced.unwrap_or_default();
@@ -329,14 +451,13 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
                 && cs.iter().zip(&step.commands).all(|(a, b)| *a == b.value);
             if !same_t || !same_c {
                 let rec_t: Vec<Transition> = step.transitions.iter().map(|t| t.value).collect();
-                let rec_c: Vec<Command> = step.commands.iter().map(|c| c.value).collect();
                 out.first_difference = Some((
                     step.seq,
                     format!(
                         "at {} after {}: recorded {}; with the changes {}",
                         format_utc_time(step.wall_ms),
                         describe::input(&step.input, recorded),
-                        summary(&rec_t, &rec_c, recorded),
+                        summary(&rec_t, &rec_cmds, recorded),
                         summary(&ts, &cs, &config)
                     ),
                 ));
@@ -346,6 +467,15 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
     out.alternate = alt.decisions;
     out.lines = compare(&out, settings);
     Ok(out)
+}
+
+impl Alt {
+    /// The recording's step produced commands but the alternate was not fed: none match.
+    fn run_unmatched(&mut self, recorded: &[Command]) {
+        if recorded.iter().any(|o| affects_local(o.kind)) && self.local_override.is_none() {
+            self.local_override = Some(self.last_local.unwrap_or(ProbeResult::Refused));
+        }
+    }
 }
 
 fn summary(ts: &[Transition], cs: &[Command], config: &Config) -> String {
@@ -377,10 +507,12 @@ fn summary(ts: &[Transition], cs: &[Command], config: &Config) -> String {
 
 fn translate(alt: &mut Alt, e: Event, kinds: &BTreeMap<CommandId, CommandKind>) -> Option<Event> {
     Some(match e {
-        Event::LocalProbe { result, .. } => Event::LocalProbe {
-            id: alt.local_probe.take()?,
-            result,
-        },
+        Event::LocalProbe { result, .. } => {
+            let result = alt.local_override.unwrap_or(result);
+            let id = alt.local_probe.take()?;
+            alt.last_local = Some(result);
+            Event::LocalProbe { id, result }
+        }
         Event::PeerProbe { peer, result, .. } => Event::PeerProbe {
             id: alt.peer_probe.get_mut(peer.index())?.take()?,
             peer,
@@ -391,11 +523,13 @@ fn translate(alt: &mut Alt, e: Event, kinds: &BTreeMap<CommandId, CommandKind>) 
             outcome,
             duration_ms,
         } => {
-            let kind = kinds.get(&id)?;
-            let i = alt.outstanding.iter().position(|c| c.kind == *kind)?;
-            let c = alt.outstanding.remove(i);
+            let alt_id = alt.matched.remove(&id)?;
+            if outcome.is_ok() && kinds.get(&id).is_some_and(|k| affects_local(*k)) {
+                // Both did it: the recorded local results apply again.
+                alt.local_override = None;
+            }
             Event::CommandDone {
-                id: c.id,
+                id: alt_id,
                 outcome,
                 duration_ms,
             }
