@@ -66,6 +66,8 @@ pub struct Node {
     last_transition: Option<Transition>,
     /// The role when the current input began, to emit the role-change hook once.
     role_at_input: Role,
+    /// Since when the local replica has been on an older timeline than its master.
+    behind_since: Option<Timestamp>,
 }
 
 impl Node {
@@ -95,6 +97,7 @@ impl Node {
             state_since: Timestamp::ZERO,
             last_transition: None,
             role_at_input: Role::None,
+            behind_since: None,
         }
     }
 
@@ -316,6 +319,7 @@ impl Node {
             }
             self.awaiting = None;
             self.retry_at = None;
+            self.behind_since = None;
         }
         self.state = to;
         self.transitions.push_back(t);
@@ -375,6 +379,11 @@ impl Node {
     }
 
     fn on_local_probe(&mut self, now: Timestamp, result: ProbeResult) {
+        self.local_probe_decide(now, result);
+        self.check_following(now);
+    }
+
+    fn local_probe_decide(&mut self, now: Timestamp, result: ProbeResult) {
         let health = Self::classify(
             &mut self.local,
             now,
@@ -448,6 +457,11 @@ impl Node {
     }
 
     fn on_peer_probe(&mut self, now: Timestamp, peer: PeerId, result: ProbeResult) {
+        self.peer_probe_decide(now, peer, result);
+        self.check_following(now);
+    }
+
+    fn peer_probe_decide(&mut self, now: Timestamp, peer: PeerId, result: ProbeResult) {
         let i = peer.index();
         let health = Self::classify(
             &mut self.peers[i],
@@ -508,7 +522,10 @@ impl Node {
                         }
                         _ => None,
                     };
-                    if up_master_tl.is_none_or(|t| timeline > t) {
+                    // Never a master on an older timeline than the local data: it cannot be
+                    // followed.
+                    let local_tl = self.local_timeline.unwrap_or(0);
+                    if up_master_tl.is_none_or(|t| timeline > t) && timeline >= local_tl {
                         self.emit(CommandKind::Follow { upstream: peer });
                         self.go(
                             now,
@@ -523,6 +540,43 @@ impl Node {
     }
 
     // ---- decisions ----------------------------------------------------------------------
+
+    /// A replica that stays on an older timeline than its master cannot follow it (it
+    /// replayed past the fork point): after the transition bound, re-clone. PostgreSQL follows
+    /// a timeline switch within a second when it can (`recovery_target_timeline = 'latest'`).
+    fn check_following(&mut self, now: Timestamp) {
+        let State::Replica { upstream } = self.state else {
+            return;
+        };
+        let local = match self.local.last {
+            Some((_, ProbeResult::Replica { timeline, .. })) => timeline,
+            _ => return,
+        };
+        let master = match self.peers[upstream.index()].last {
+            Some((_, ProbeResult::Master { timeline, .. })) => timeline,
+            _ => return,
+        };
+        if local >= master {
+            self.behind_since = None;
+            return;
+        }
+        let since = *self.behind_since.get_or_insert(now);
+        let behind_ms = now.since(since);
+        if behind_ms > self.config.transition_bound_ms && !self.paused {
+            let reason = Reason::CannotFollow {
+                peer: upstream,
+                local_timeline: local,
+                peer_timeline: master,
+                behind_ms,
+            };
+            self.step_down(
+                now,
+                AfterStop::Rejoin { from: upstream },
+                StopMode::Fast,
+                reason,
+            );
+        }
+    }
 
     fn on_started(&mut self, now: Timestamp, facts: LocalFacts) {
         if self.state != State::Init {
@@ -710,6 +764,27 @@ impl Node {
     /// Leaves the master role (or stops postgres): VIP first, then the fence marker when
     /// fencing, then the stop. The shell runs actions in this order.
     fn step_down(&mut self, now: Timestamp, then: AfterStop, mode: StopMode, reason: Reason) {
+        // What the stopped data will be: a master's (which may have diverged) or a
+        // replica's (which can follow); unknown keeps what was known.
+        let ran_as = match (self.state, self.local.last) {
+            (State::Master, _) | (_, Some((_, ProbeResult::Master { .. }))) => Some(true),
+            (_, Some((_, ProbeResult::Replica { .. }))) => Some(false),
+            _ => None,
+        };
+        if let Some(DataDir::Present {
+            timeline,
+            lsn,
+            was_master,
+        }) = self.data
+        {
+            let timeline = self.local_timeline.unwrap_or(timeline);
+            let was_master = ran_as.unwrap_or(was_master);
+            self.data = Some(DataDir::Present {
+                timeline,
+                lsn,
+                was_master,
+            });
+        }
         self.release_vip();
         if then == AfterStop::Fence {
             self.emit(CommandKind::Fence);
@@ -803,21 +878,11 @@ impl Node {
                     self.go(now, State::Master, done);
                     self.become_master();
                 }
-                (State::SteppingDown { then }, _) => {
-                    if let Some(DataDir::Present { timeline, lsn, .. }) = self.data {
-                        let timeline = self.local_timeline.unwrap_or(timeline);
-                        self.data = Some(DataDir::Present {
-                            timeline,
-                            lsn,
-                            was_master: true,
-                        });
-                    }
-                    match then {
-                        AfterStop::Fence => self.go(now, State::Fenced, done),
-                        AfterStop::Rejoin { from } => self.clone_from(now, from, done),
-                        AfterStop::Elect => self.elect_or_wait(now, done),
-                    }
-                }
+                (State::SteppingDown { then }, _) => match then {
+                    AfterStop::Fence => self.go(now, State::Fenced, done),
+                    AfterStop::Rejoin { from } => self.clone_from(now, from, done),
+                    AfterStop::Elect => self.elect_or_wait(now, done),
+                },
                 _ => {}
             }
             return;

@@ -181,6 +181,14 @@ pub enum Reason {
     Operator { request: OperatorRequest },
     /// An operator request was refused in this state.
     OperatorRefused { request: OperatorRequest },
+    /// The local replica has stayed on an older timeline than its master for longer than
+    /// the transition bound: its data went past the fork point and cannot follow. Re-clone.
+    CannotFollow {
+        peer: PeerId,
+        local_timeline: Timeline,
+        peer_timeline: Timeline,
+        behind_ms: u64,
+    },
 }
 
 impl Reason {
@@ -207,6 +215,7 @@ impl Reason {
             Reason::SplitBrain { .. } => "split_brain",
             Reason::Operator { .. } => "operator",
             Reason::OperatorRefused { .. } => "operator_refused",
+            Reason::CannotFollow { .. } => "cannot_follow",
         }
     }
 
@@ -392,6 +401,17 @@ impl std::fmt::Display for Describe<'_> {
                 f,
                 "operator request {} refused in this state",
                 request.name()
+            ),
+            Reason::CannotFollow {
+                peer,
+                local_timeline,
+                peer_timeline,
+                behind_ms,
+            } => write!(
+                f,
+                "local replica still on timeline {local_timeline} after {} while master {} is on timeline {peer_timeline}: its data cannot follow, re-cloning",
+                secs(behind_ms),
+                c.peer_name(peer)
             ),
         }
     }

@@ -239,6 +239,35 @@ pub fn run_scenario(seed: u64, sc: Scenario, rng: Rng, record: bool) -> Outcome 
             );
             let at = w.now;
             w.violations.push(Violation { at, what });
+        } else {
+            // Every other node streams from the master.
+            let m = masters[0];
+            for i in 0..w.nodes.len() {
+                if i == m {
+                    continue;
+                }
+                let following = match (w.state_of(i), w.nodes[i].pg) {
+                    (Some(pgha_core::State::Replica { upstream }), Some(run)) => {
+                        // Streaming, not merely configured: its data is on the master's history.
+                        let same_history = match (&w.nodes[i].data, &w.nodes[m].data) {
+                            (Some(r), Some(md)) => r.branch == md.branch,
+                            _ => false,
+                        };
+                        run.role == (PgRole::Replica { upstream: m })
+                            && w.nodes[i].peer_index(upstream) == m
+                            && same_history
+                    }
+                    _ => false,
+                };
+                if !following {
+                    let what = format!(
+                        "liveness: db{i} is not a replica of master db{m} {settle} ms after the faults ended (state {})",
+                        w.state_of(i).map(|s| s.name()).unwrap_or("down")
+                    );
+                    let at = w.now;
+                    w.violations.push(Violation { at, what });
+                }
+            }
         }
     }
     Outcome {

@@ -199,6 +199,13 @@ pub struct Stats {
     pub recovers: u64,
 }
 
+impl SimNode {
+    /// The node a peer id of this node names.
+    pub fn peer_index(&self, peer: PeerId) -> usize {
+        self.peer_of[peer.index()]
+    }
+}
+
 impl World {
     pub fn new(seed: u64, scenario: Scenario, rng: Rng, record: bool) -> World {
         let n = scenario.nodes;
