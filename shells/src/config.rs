@@ -113,6 +113,7 @@ struct RawPostgres {
     socket_dir: Option<PathBuf>,
     log_file: Option<PathBuf>,
     initdb_args: Option<Vec<String>>,
+    basebackup_args: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -144,6 +145,8 @@ pub struct PgSettings {
     pub socket_dir: Option<PathBuf>,
     pub log_file: PathBuf,
     pub initdb_args: Vec<String>,
+    /// Extra arguments for pg_basebackup (e.g. `--max-rate=32M`).
+    pub basebackup_args: Vec<String>,
 }
 
 /// Time limits of the actions, in milliseconds.
@@ -461,6 +464,7 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
             .initdb_args
             .clone()
             .unwrap_or_else(|| vec!["--auth=trust".into(), "--encoding=UTF8".into()]),
+        basebackup_args: pgraw.basebackup_args.clone().unwrap_or_default(),
     };
     let t = &raw.timeouts;
     let ms = |key: &str, v: Option<f64>, d: f64| secs(file, key, v.unwrap_or(d));

@@ -1,1 +1,585 @@
-//! End-to-end test support (issue 4).
+//! End-to-end test support: real PostgreSQL 15 clusters driven by real `pgha` daemons on
+//! loopback.
+//!
+//! The harness runs as root (CI does) and runs postgres and pgha as the `postgres` OS user
+//! through `runuser -u postgres --`. Each cluster gets its own directory (chowned to
+//! `postgres`) and its own ports: postgres from 56000, APIs from 57000, in blocks of
+//! [`PORTS_PER_CLUSTER`]. Every wait has a timeout. Only processes this harness started are
+//! signalled, by PID; a cluster dropped (test passed or panicked) kills its daemons, stops its
+//! postgres servers and removes its directory (kept when `PGHA_E2E_KEEP` is set).
+//!
+//! The `pgha` binary is `target/debug/pgha` next to the test binary (or `PGHA_BIN`); build it
+//! first: `cargo build -p pgha && cargo test -p pgha-tests`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub use serde_json::Value;
+
+pub const PG_BASE: u16 = 56000;
+pub const API_BASE: u16 = 57000;
+pub const PORTS_PER_CLUSTER: u16 = 4;
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The `fast` profile of the tests and the demo.
+pub const PROBE_INTERVAL: f64 = 0.2;
+pub const CONNECT_TIMEOUT: f64 = 0.5;
+pub const PSQL_ERROR_COUNT: u32 = 3;
+
+/// The failover bound of scenario 2: `connect_timeout * psql_error_count + probe_interval + 2 s`.
+pub fn failover_bound() -> Duration {
+    Duration::from_secs_f64(CONNECT_TIMEOUT * PSQL_ERROR_COUNT as f64 + PROBE_INTERVAL + 2.0)
+}
+
+static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
+
+/// At most this many clusters run at once (2 cores): `PGHA_E2E_PARALLEL`, default 2.
+static RUNNING: Mutex<usize> = Mutex::new(0);
+static FREED: Condvar = Condvar::new();
+
+fn parallel() -> usize {
+    std::env::var("PGHA_E2E_PARALLEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(2)
+}
+
+/// A slot among the clusters allowed to run at once; freed on drop.
+#[derive(Debug)]
+struct Slot;
+
+impl Slot {
+    fn take() -> Slot {
+        let mut n = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= parallel() {
+            n = FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut n = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        FREED.notify_one();
+    }
+}
+
+fn port_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A block of ports (postgres and API) no other cluster of this run uses, all free now.
+fn allocate_block() -> (u16, u16) {
+    loop {
+        let b = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            b < 1000 / PORTS_PER_CLUSTER,
+            "port ranges 56000-56999 / 57000-57999 exhausted"
+        );
+        let pg = PG_BASE + b * PORTS_PER_CLUSTER;
+        let api = API_BASE + b * PORTS_PER_CLUSTER;
+        if (0..PORTS_PER_CLUSTER).all(|i| port_free(pg + i) && port_free(api + i)) {
+            return (pg, api);
+        }
+    }
+}
+
+/// The `pgha` binary under test.
+pub fn pgha_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PGHA_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/debug/deps/e2e-HASH -> target/debug/pgha
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("pgha"))
+        .expect("target dir");
+    assert!(
+        bin.is_file(),
+        "{} not found: build it first with `cargo build -p pgha` (or set PGHA_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// Waits until `f` returns `Some`, polling every 50 ms, or panics after `limit` naming `what`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > limit {
+            panic!(
+                "timed out after {:.1} s waiting for {what}",
+                limit.as_secs_f64()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One HTTP request to a pgha API: status code and body.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("not HTTP")?;
+    Ok((code, body.to_string()))
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).is_ok()
+}
+
+fn chown_postgres(path: &Path) {
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg("postgres:postgres")
+        .arg(path)
+        .status()
+        .expect("chown");
+    assert!(st.success(), "chown postgres {}", path.display());
+}
+
+/// One node of a test cluster.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub index: u32,
+    pub pg_port: u16,
+    pub api: SocketAddr,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub journal: PathBuf,
+    pub log: PathBuf,
+    /// The `runuser` process we spawned, and the pgha under it.
+    daemon: Option<Child>,
+    runs: u32,
+}
+
+/// A test cluster; see the crate documentation.
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub runtime: &'static str,
+    pub nodes: Vec<Node>,
+    _slot: Slot,
+}
+
+/// Settings a scenario changes in every node's `[replication]`.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// Lines added to `[replication]`.
+    pub replication: String,
+    /// Lines added to `[postgres]`.
+    pub postgres: String,
+}
+
+impl Cluster {
+    /// A cluster of `n` nodes (configs written, nothing started) for test `name`.
+    pub fn new(name: &str, runtime: &'static str, n: usize) -> Cluster {
+        Cluster::with(name, runtime, n, Extra::default())
+    }
+
+    pub fn with(name: &str, runtime: &'static str, n: usize, extra: Extra) -> Cluster {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the end-to-end tests run as root (postgres and pgha run as the postgres user)"
+        );
+        assert!(
+            Path::new(PG_BIN).join("pg_ctl").is_file(),
+            "PostgreSQL 15 is not installed at {PG_BIN} (apt-get install postgresql-15)"
+        );
+        assert!(n as u16 <= PORTS_PER_CLUSTER);
+        let slot = Slot::take();
+        let (pg, api) = allocate_block();
+        let dir = std::env::temp_dir().join(format!(
+            "pgha-e2e-{}-{runtime}-{}-{pg}",
+            name,
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        chown_postgres(&dir);
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let name = format!("db{i}");
+            nodes.push(Node {
+                name: name.clone(),
+                index: i as u32,
+                pg_port: pg + i as u16,
+                api: SocketAddr::from(([127, 0, 0, 1], api + i as u16)),
+                data_dir: dir.join(&name),
+                config: dir.join(format!("{name}.toml")),
+                journal: dir.join(format!("{name}.journal")),
+                log: dir.join(format!("{name}.pgha.log")),
+                daemon: None,
+                runs: 0,
+            });
+        }
+        let c = Cluster {
+            dir,
+            runtime,
+            nodes,
+            _slot: slot,
+        };
+        for i in 0..n {
+            let text = c.config_text(i, &extra);
+            std::fs::write(&c.nodes[i].config, text).expect("write config");
+        }
+        chown_postgres(&c.dir);
+        c
+    }
+
+    /// The TOML configuration of node `i` (fast profile).
+    pub fn config_text(&self, i: usize, extra: &Extra) -> String {
+        let n = &self.nodes[i];
+        let mut s = format!(
+            "[node]\nname = \"{}\"\nindex = {}\ndata_dir = \"{}\"\nbin_dir = \"{PG_BIN}\"\nhost = \"127.0.0.1\"\nport = {}\napi = \"{}\"\n\n",
+            n.name,
+            n.index,
+            n.data_dir.display(),
+            n.pg_port,
+            n.api
+        );
+        for (j, p) in self.nodes.iter().enumerate() {
+            if j == i {
+                continue;
+            }
+            s.push_str(&format!(
+                "[[peers]]\nname = \"{}\"\nindex = {}\nhost = \"127.0.0.1\"\nport = {}\napi = \"{}\"\n\n",
+                p.name, p.index, p.pg_port, p.api
+            ));
+        }
+        s.push_str(&format!(
+            "[replication]\nenabled = true\ngrace = 3\ngrace_stagger = 1\nconnect_timeout = {CONNECT_TIMEOUT}\npsql_error_count = {PSQL_ERROR_COUNT}\nprobe_interval = {PROBE_INTERVAL}\n{}\n\n[postgres]\nsocket_dir = \"{}\"\n{}\n\n[timeouts]\nstart = 30\nstop = 30\nbasebackup = 60\n\n[journal]\npath = \"{}\"\n",
+            extra.replication,
+            self.dir.display(),
+            extra.postgres,
+            n.journal.display()
+        ));
+        s
+    }
+
+    /// Starts node `i`'s pgha as the postgres user.
+    pub fn start(&mut self, i: usize) {
+        let runtime = self.runtime;
+        let n = &mut self.nodes[i];
+        assert!(n.daemon.is_none(), "{} already started", n.name);
+        n.runs += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .expect("open log");
+        let child = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pgha_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&n.config)
+            .arg("--runtime")
+            .arg(runtime)
+            .env("RUST_LOG", "info,pgha=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn runuser pgha");
+        n.daemon = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+        }
+    }
+
+    /// The PID of node `i`'s pgha (the child of the runuser we spawned).
+    pub fn daemon_pid(&self, i: usize) -> Option<i32> {
+        let child = self.nodes[i].daemon.as_ref()?;
+        let rid = child.id();
+        wait_for_opt(Duration::from_secs(5), || {
+            let text = std::fs::read_to_string(format!("/proc/{rid}/task/{rid}/children")).ok()?;
+            text.split_whitespace().next()?.parse().ok()
+        })
+    }
+
+    /// SIGKILL of node `i`'s pgha (not its postgres).
+    pub fn kill_daemon(&mut self, i: usize) {
+        if let Some(pid) = self.daemon_pid(i) {
+            signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        if let Some(mut c) = self.nodes[i].daemon.take() {
+            let _ = wait_child(&mut c, Duration::from_secs(10));
+        }
+    }
+
+    /// SIGTERM of node `i`'s pgha; returns its exit code.
+    pub fn stop_daemon(&mut self, i: usize) -> Option<i32> {
+        if let Some(pid) = self.daemon_pid(i) {
+            signal(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        let mut c = self.nodes[i].daemon.take()?;
+        wait_child(&mut c, Duration::from_secs(20))
+    }
+
+    /// The postmaster PID of node `i`, from its `postmaster.pid`.
+    pub fn postmaster_pid(&self, i: usize) -> Option<i32> {
+        let text = std::fs::read_to_string(self.nodes[i].data_dir.join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        alive.then_some(pid)
+    }
+
+    pub fn signal_postmaster(&self, i: usize, sig: nix::sys::signal::Signal) -> i32 {
+        let pid = self
+            .postmaster_pid(i)
+            .unwrap_or_else(|| panic!("{}: no running postmaster", self.nodes[i].name));
+        assert!(signal(pid, sig), "signal {sig} to postmaster {pid}");
+        pid
+    }
+
+    /// `pg_ctl stop` of node `i`'s postgres (as postgres), for teardown and scenarios.
+    pub fn pg_ctl_stop(&self, i: usize, mode: &str) {
+        if self.postmaster_pid(i).is_none() {
+            return;
+        }
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(Path::new(PG_BIN).join("pg_ctl"))
+            .arg("stop")
+            .arg("-D")
+            .arg(&self.nodes[i].data_dir)
+            .args(["-m", mode, "-w", "-t", "30"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// `GET /status` of node `i`, parsed.
+    pub fn status(&self, i: usize) -> Option<Value> {
+        let (code, body) = http(self.nodes[i].api, "GET", "/status").ok()?;
+        if code != 200 {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
+    /// Node `i`'s core state name, when its API answers.
+    pub fn state(&self, i: usize) -> Option<String> {
+        self.status(i)?["state"].as_str().map(str::to_string)
+    }
+
+    /// Waits until node `i` reaches `state` (and, for master/replica, postgres answers so).
+    pub fn wait_state(&self, i: usize, state: &str, limit: Duration) -> Value {
+        wait_for(
+            limit,
+            &format!("{} to be {state}", self.nodes[i].name),
+            || {
+                let s = self.status(i)?;
+                let ok = s["state"] == state
+                    && match state {
+                        "master" => s["local"]["result"] == "master",
+                        "replica" => s["local"]["result"] == "replica",
+                        _ => true,
+                    };
+                ok.then_some(s)
+            },
+        )
+    }
+
+    /// A connection to node `i`'s postgres.
+    pub fn connect(&self, i: usize) -> Result<postgres::Client, postgres::Error> {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.nodes[i].pg_port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(3))
+            .connect(postgres::NoTls)
+    }
+
+    /// Runs SQL on node `i`; panics with the error.
+    pub fn sql(&self, i: usize, sql: &str) -> Vec<postgres::SimpleQueryMessage> {
+        let mut c = self
+            .connect(i)
+            .unwrap_or_else(|e| panic!("connect {}: {e}", self.nodes[i].name));
+        c.simple_query(sql)
+            .unwrap_or_else(|e| panic!("{} on {}: {e}", sql, self.nodes[i].name))
+    }
+
+    /// The first column of each row of `sql` on node `i`, or the error.
+    pub fn try_rows(&self, i: usize, sql: &str) -> Result<Vec<String>, String> {
+        let mut c = self.connect(i).map_err(|e| e.to_string())?;
+        let msgs = c.simple_query(sql).map_err(|e| e.to_string())?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Waits until `sql` on node `i` returns exactly `want` (first column of each row).
+    pub fn wait_rows(&self, i: usize, sql: &str, want: &[&str], limit: Duration) {
+        wait_for(
+            limit,
+            &format!("{sql} on {} to return {want:?}", self.nodes[i].name),
+            || {
+                let rows = self.try_rows(i, sql).ok()?;
+                (rows == want).then_some(())
+            },
+        );
+    }
+
+    /// Runs the pgha CLI (as root: every command but `run` allows it).
+    pub fn pgha(&self, args: &[&str]) -> Output {
+        Command::new(pgha_bin())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run pgha")
+    }
+
+    /// Runs a pgha CLI command against node `i`'s configuration.
+    pub fn pgha_on(&self, i: usize, cmd: &str) -> Output {
+        let cfg = self.nodes[i].config.display().to_string();
+        self.pgha(&[cmd, "--config", &cfg])
+    }
+
+    /// `pgha journal replay` of node `i`'s journal: exit 0 expected.
+    pub fn assert_replay(&self, i: usize) {
+        let j = self.nodes[i].journal.display().to_string();
+        let out = self.pgha(&["journal", "replay", &j]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("not implemented") {
+            return; // the journal CLI is not there yet
+        }
+        assert!(
+            out.status.success(),
+            "pgha journal replay {j} failed: {}{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    /// `pgha explain` of every journal (text), when the journal CLI is there.
+    pub fn explain(&self) -> Option<String> {
+        let js: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| n.journal.display().to_string())
+            .collect();
+        let mut args = vec!["explain"];
+        args.extend(js.iter().map(String::as_str));
+        let out = self.pgha(&args);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// The daemon log of node `i` (for failure messages).
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    /// Every log, for a failing assertion.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("==== {} ====\n{}", n.name, self.log(i)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Whether node `i`'s daemon process has exited (and its exit code).
+    pub fn daemon_exited(&mut self, i: usize) -> Option<Option<i32>> {
+        let c = self.nodes[i].daemon.as_mut()?;
+        match c.try_wait() {
+            Ok(Some(st)) => Some(st.code()),
+            _ => None,
+        }
+    }
+}
+
+fn wait_for_opt<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_child(c: &mut Child, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(st)) = c.try_wait() {
+            return st.code();
+        }
+        if start.elapsed() > limit {
+            let _ = c.kill();
+            let _ = c.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            if let Some(pid) = self.daemon_pid(i) {
+                signal(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            if let Some(mut c) = self.nodes[i].daemon.take() {
+                let _ = wait_child(&mut c, Duration::from_secs(10));
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if let Some(pid) = self.postmaster_pid(i) {
+                signal(pid, nix::sys::signal::Signal::SIGCONT);
+            }
+            self.pg_ctl_stop(i, "immediate");
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        if std::env::var_os("PGHA_E2E_KEEP").is_some() {
+            eprintln!("kept {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

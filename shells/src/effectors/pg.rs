@@ -403,7 +403,8 @@ pub fn basebackup(c: &FileConfig, from: PeerId) -> Result<(), Failure> {
         .arg("-R")
         .arg("-c")
         .arg("fast")
-        .arg("-w");
+        .arg("-w")
+        .args(&c.pg.basebackup_args);
     if let Some(pw) = &c.pg.password {
         cmd.env("PGPASSWORD", pw);
     }

@@ -1,0 +1,468 @@
+//! End-to-end scenarios of issue 4 against real PostgreSQL 15, each under both runtimes.
+//! Run as root: `cargo build -p pgha && cargo test -p pgha-tests -- --test-threads=2`.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use pgha_tests::{Cluster, Extra, failover_bound, wait_for};
+
+const BOOT: Duration = Duration::from_secs(40);
+const REJOIN: Duration = Duration::from_secs(40);
+
+/// Starts a two-node cluster and waits for db0 master, db1 streaming replica.
+fn bootstrapped(name: &str, rt: &'static str, extra: Extra) -> Cluster {
+    let mut c = Cluster::with(name, rt, 2, extra);
+    c.start_all();
+    c.wait_state(0, "master", BOOT);
+    c.wait_state(1, "replica", BOOT);
+    c.sql(0, "create table t (id int primary key, v text)");
+    c.sql(0, "insert into t values (1, 'one'), (2, 'two')");
+    c.wait_rows(1, "select count(*) from t", &["2"], Duration::from_secs(20));
+    c
+}
+
+/// SIGKILL of db0's pgha and postmaster; returns how long db1 took to be master.
+fn kill_master(c: &mut Cluster) -> Duration {
+    c.kill_daemon(0);
+    c.signal_postmaster(0, Signal::SIGKILL);
+    let t0 = Instant::now();
+    c.wait_state(1, "master", Duration::from_secs(30));
+    t0.elapsed()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+// ---- the scenarios, one function each, run under both runtimes below ----------------------
+
+fn fresh_cluster_bootstraps(rt: &'static str) {
+    let c = bootstrapped("boot", rt, Extra::default());
+    assert_eq!(
+        c.try_rows(1, "select v from t where id = 1").unwrap(),
+        ["one"]
+    );
+    assert!(
+        c.pgha(&[
+            "check",
+            "--config",
+            c.nodes[0].config.to_str().unwrap(),
+            "primary"
+        ])
+        .status
+        .success()
+    );
+    assert!(
+        c.pgha(&[
+            "check",
+            "--config",
+            c.nodes[1].config.to_str().unwrap(),
+            "replica"
+        ])
+        .status
+        .success()
+    );
+    assert!(
+        !c.pgha(&[
+            "check",
+            "--config",
+            c.nodes[1].config.to_str().unwrap(),
+            "primary"
+        ])
+        .status
+        .success()
+    );
+    let st = c.status(1).unwrap();
+    assert_eq!(st["local"]["upstream"], "db0", "{st}");
+    let out = c.pgha_on(0, "status");
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("db1"), "{}", stdout(&out));
+}
+
+fn sigkill_of_master_promotes_replica(rt: &'static str) {
+    let mut c = bootstrapped("failover", rt, Extra::default());
+    let took = kill_master(&mut c);
+    eprintln!(
+        "[{rt}] failover took {:.2} s (bound {:.2} s)",
+        took.as_secs_f64(),
+        failover_bound().as_secs_f64()
+    );
+    assert!(
+        took <= failover_bound(),
+        "failover took {took:?}, bound {:?}\n{}",
+        failover_bound(),
+        c.logs()
+    );
+    c.sql(1, "insert into t values (3, 'three')");
+    assert_eq!(c.try_rows(1, "select count(*) from t").unwrap(), ["3"]);
+    let st = c.status(1).unwrap();
+    assert_eq!(st["timeline"], 2, "{st}");
+    assert_eq!(st["last_transition"]["reason_code"], "command_done", "{st}");
+    c.assert_replay(0);
+    c.assert_replay(1);
+    if let Some(text) = c.explain() {
+        assert!(
+            text.contains("unreachable"),
+            "explain does not name the cause:\n{text}"
+        );
+    }
+}
+
+fn old_master_rejoins_as_replica(rt: &'static str) {
+    let mut c = bootstrapped("rejoin", rt, Extra::default());
+    kill_master(&mut c);
+    c.sql(1, "insert into t values (3, 'three')");
+    c.start(0);
+    let st = c.wait_state(0, "replica", REJOIN);
+    assert_eq!(st["local"]["upstream"], "db1", "{st}");
+    c.sql(1, "insert into t values (4, 'four')");
+    c.wait_rows(
+        0,
+        "select id from t order by id",
+        &["1", "2", "3", "4"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(c.state(1).as_deref(), Some("master"));
+    c.assert_replay(0);
+    c.assert_replay(1);
+}
+
+fn daemon_restart_adopts_running_postgres(rt: &'static str) {
+    let mut c = bootstrapped("adopt", rt, Extra::default());
+    let pm0 = c.postmaster_pid(0).unwrap();
+    let pm1 = c.postmaster_pid(1).unwrap();
+    // The master's daemon first, then the replica's.
+    for i in [0, 1] {
+        c.kill_daemon(i);
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            c.state(1 - i).as_deref(),
+            Some(if i == 0 { "replica" } else { "master" }),
+            "{}",
+            c.logs()
+        );
+        c.start(i);
+        c.wait_state(
+            i,
+            if i == 0 { "master" } else { "replica" },
+            Duration::from_secs(20),
+        );
+        let st = c.status(i).unwrap();
+        assert_eq!(st["last_transition"]["from"], "waiting_for_local", "{st}");
+    }
+    assert_eq!(
+        c.postmaster_pid(0),
+        Some(pm0),
+        "db0's postgres was restarted"
+    );
+    assert_eq!(
+        c.postmaster_pid(1),
+        Some(pm1),
+        "db1's postgres was restarted"
+    );
+    assert_eq!(c.status(0).unwrap()["timeline"], 1);
+    c.sql(0, "insert into t values (3, 'three')");
+    c.wait_rows(1, "select count(*) from t", &["3"], Duration::from_secs(20));
+    assert!(c.log(0).contains("adopted without restart"), "{}", c.log(0));
+    c.assert_replay(0);
+    c.assert_replay(1);
+}
+
+fn hung_master_is_replaced_and_rejoins(rt: &'static str) {
+    let c = bootstrapped("hung", rt, Extra::default());
+    c.signal_postmaster(0, Signal::SIGSTOP);
+    let t0 = Instant::now();
+    c.wait_state(1, "master", Duration::from_secs(30));
+    let took = t0.elapsed();
+    eprintln!(
+        "[{rt}] hung-master failover took {:.2} s",
+        took.as_secs_f64()
+    );
+    assert!(took <= failover_bound(), "took {took:?}\n{}", c.logs());
+    // The old master's daemon sees its own postgres hang and leaves the master role.
+    wait_for(Duration::from_secs(10), "db0 to leave master", || {
+        let s = c.state(0)?;
+        (s != "master").then_some(())
+    });
+    c.sql(1, "insert into t values (3, 'three')");
+    let pm = c.postmaster_pid(0).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pm), Signal::SIGCONT).unwrap();
+    // It rejoins by itself or, fenced by the split-brain rule, after `recover`.
+    let s = wait_for(
+        Duration::from_secs(40),
+        "db0 to become replica or fenced",
+        || {
+            let s = c.state(0)?;
+            (s == "replica" || s == "fenced").then_some(s)
+        },
+    );
+    if s == "fenced" {
+        let out = c.pgha_on(0, "recover");
+        assert!(out.status.success(), "{}", stdout(&out));
+    }
+    c.wait_state(0, "replica", REJOIN);
+    assert_eq!(c.state(1).as_deref(), Some("master"), "{}", c.logs());
+    c.wait_rows(0, "select count(*) from t", &["3"], Duration::from_secs(20));
+    c.assert_replay(0);
+    c.assert_replay(1);
+}
+
+fn both_restarted_elect_one_master(rt: &'static str) {
+    let mut c = bootstrapped("restart", rt, Extra::default());
+    for i in [0, 1] {
+        assert_eq!(
+            c.stop_daemon(i),
+            Some(0),
+            "pgha exit code on SIGTERM\n{}",
+            c.logs()
+        );
+    }
+    // SIGTERM leaves postgres running: stop it as an operator would.
+    for i in [1, 0] {
+        assert!(c.postmaster_pid(i).is_some(), "SIGTERM stopped postgres");
+        c.pg_ctl_stop(i, "fast");
+    }
+    c.start_all();
+    c.wait_state(0, "master", BOOT);
+    c.wait_state(1, "replica", BOOT);
+    let st = c.status(0).unwrap();
+    assert_eq!(st["timeline"], 1, "no promotion expected: {st}");
+    c.sql(0, "insert into t values (3, 'three')");
+    c.wait_rows(1, "select count(*) from t", &["3"], Duration::from_secs(20));
+    c.assert_replay(0);
+    c.assert_replay(1);
+}
+
+fn split_brain_stops_both_until_recover(rt: &'static str) {
+    let c = bootstrapped("splitbrain", rt, Extra::default());
+    c.sql(1, "select pg_promote(true)");
+    // The old master sees the new one on its next probe and stops, fenced. The promoted node
+    // stops too when it sees the old master before that stop; else it has seen no second
+    // master and keeps serving.
+    c.wait_state(0, "fenced", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        c.postmaster_pid(0).is_none(),
+        "a fenced node keeps postgres stopped"
+    );
+    let db1 = c.state(1).unwrap_or_default();
+    assert!(
+        db1 == "fenced" || db1 == "master",
+        "db1 is {db1}\n{}",
+        c.logs()
+    );
+    let out = c.pgha_on(0, "recover");
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("recover"), "{}", stdout(&out));
+    let (master, replica) = if db1 == "fenced" {
+        assert!(c.postmaster_pid(1).is_none());
+        c.wait_state(0, "master", Duration::from_secs(20));
+        let out = c.pgha_on(1, "recover");
+        assert!(out.status.success(), "{}", stdout(&out));
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    c.wait_state(replica, "replica", REJOIN);
+    assert_eq!(c.state(master).as_deref(), Some("master"));
+    c.sql(master, "insert into t values (3, 'three')");
+    c.wait_rows(
+        replica,
+        "select count(*) from t",
+        &["3"],
+        Duration::from_secs(20),
+    );
+    c.assert_replay(0);
+    c.assert_replay(1);
+    if let Some(text) = c.explain() {
+        assert!(text.contains("split-brain"), "{text}");
+    }
+}
+
+fn split_brain_timeline_rule_steps_down_older(rt: &'static str) {
+    let extra = Extra {
+        replication: "split_brain = \"older-timeline-steps-down\"".into(),
+        ..Extra::default()
+    };
+    let c = bootstrapped("sbtimeline", rt, extra);
+    c.sql(1, "select pg_promote(true)");
+    c.sql(1, "insert into t values (3, 'three')");
+    let st = c.wait_state(0, "replica", REJOIN);
+    assert_eq!(st["local"]["upstream"], "db1", "{st}");
+    assert_eq!(c.state(1).as_deref(), Some("master"));
+    c.wait_rows(0, "select count(*) from t", &["3"], Duration::from_secs(20));
+    c.assert_replay(0);
+    c.assert_replay(1);
+}
+
+fn star_promote_and_follow(rt: &'static str) {
+    let mut c = Cluster::new("star", rt, 3);
+    c.start_all();
+    c.wait_state(0, "master", BOOT);
+    c.wait_state(1, "replica", BOOT);
+    c.wait_state(2, "replica", BOOT);
+    c.sql(0, "create table t (id int)");
+    c.sql(0, "insert into t values (1)");
+    c.wait_rows(2, "select count(*) from t", &["1"], Duration::from_secs(20));
+    let out = c.pgha_on(1, "promote");
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("promot"), "{}", stdout(&out));
+    c.wait_state(1, "master", Duration::from_secs(20));
+    c.sql(1, "insert into t values (2)");
+    wait_for(Duration::from_secs(20), "db2 to follow db1", || {
+        let s = c.status(2)?;
+        (s["state"] == "replica" && s["local"]["upstream"] == "db1" && s["timeline"] == 2)
+            .then_some(())
+    });
+    c.wait_rows(2, "select count(*) from t", &["2"], Duration::from_secs(20));
+    let st = c.wait_state(0, "replica", REJOIN);
+    assert_eq!(st["local"]["upstream"], "db1", "{st}");
+    c.wait_rows(0, "select count(*) from t", &["2"], Duration::from_secs(20));
+    for i in 0..3 {
+        c.assert_replay(i);
+    }
+}
+
+fn failed_basebackup_keeps_old_data(rt: &'static str) {
+    let extra = Extra {
+        postgres: "basebackup_args = [\"--max-rate=2M\"]".into(),
+        ..Extra::default()
+    };
+    let mut c = bootstrapped("basebackup", rt, extra);
+    kill_master(&mut c);
+    // Enough data on the new master that a throttled copy takes a while.
+    c.sql(
+        1,
+        "create table big as select g, repeat('x', 500) as v from generate_series(1, 60000) g",
+    );
+    let marker = c.nodes[0].data_dir.join("pgha-test-marker");
+    std::fs::write(&marker, "old data").unwrap();
+    c.start(0);
+    wait_for(Duration::from_secs(20), "db0 to start cloning", || {
+        (c.state(0)? == "cloning").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // The master goes away mid-copy.
+    c.kill_daemon(1);
+    c.pg_ctl_stop(1, "immediate");
+    wait_for(Duration::from_secs(30), "db0 to leave cloning", || {
+        let s = c.state(0)?;
+        (s != "cloning").then_some(())
+    });
+    assert!(c.log(0).contains("basebackup failed"), "{}", c.log(0));
+    assert!(marker.is_file(), "the old data dir was replaced or removed");
+    assert!(c.nodes[0].data_dir.join("PG_VERSION").is_file());
+    let clone = c.dir.join("db0.pgha-clone");
+    assert!(!clone.exists(), "the partial copy was left behind");
+    c.assert_replay(0);
+}
+
+fn bad_configs_are_refused_before_anything_starts(rt: &'static str) {
+    let c = Cluster::new("badconfig", rt, 2);
+    let good = std::fs::read_to_string(&c.nodes[0].config).unwrap();
+    let port = c.nodes[0].pg_port.to_string();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown key",
+            good.replace("[node]\n", "[node]\nbogus = 1\n"),
+            "bogus",
+        ),
+        (
+            "wrong type",
+            good.replace(&format!("port = {port}"), "port = \"abc\""),
+            "port",
+        ),
+        ("missing key", good.replace("name = \"db0\"\n", ""), "name"),
+        (
+            "port clash",
+            good.replacen(
+                &format!("port = {}", c.nodes[1].pg_port),
+                &format!("port = {port}"),
+                1,
+            ),
+            "port clash",
+        ),
+        (
+            "unreadable path",
+            good.replace(
+                &c.nodes[0].journal.display().to_string(),
+                "/nonexistent/dir/db0.journal",
+            ),
+            "journal.path",
+        ),
+        (
+            "bad value",
+            good.replace("connect_timeout = 0.5", "connect_timeout = -1"),
+            "connect_timeout",
+        ),
+    ];
+    for (what, text, needle) in cases {
+        let path = c.dir.join(format!("bad-{}.toml", what.replace(' ', "-")));
+        std::fs::write(&path, &text).unwrap();
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pgha_tests::pgha_bin())
+            .args(["run", "--runtime", rt, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(
+            err.contains(needle),
+            "{what}: message lacks {needle:?}: {err}"
+        );
+        assert!(
+            err.contains(path.to_str().unwrap()),
+            "{what}: message lacks the file: {err}"
+        );
+        if what == "unknown key" || what == "wrong type" {
+            assert!(err.contains("line"), "{what}: no line number: {err}");
+        }
+    }
+    // Missing file, and root.
+    let out = c.pgha(&["run", "--config", "/nonexistent/pgha.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("root"));
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(pgha_tests::pgha_bin())
+        .args(["run", "--config", "/nonexistent/pgha.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pgha.toml"));
+    // Nothing started: no data dir, no journal, no postgres.
+    assert!(!c.nodes[0].data_dir.exists());
+    assert!(!c.nodes[0].journal.exists());
+    assert!(c.postmaster_pid(0).is_none());
+}
+
+macro_rules! both_runtimes {
+    ($($name:ident => $scenario:ident;)*) => {
+        mod threads {
+            $( #[test] fn $name() { super::$scenario("threads") } )*
+        }
+        mod smol {
+            $( #[test] fn $name() { super::$scenario("smol") } )*
+        }
+    };
+}
+
+both_runtimes! {
+    a_fresh_two_node_cluster_bootstraps_with_db0_master_and_db1_streaming => fresh_cluster_bootstraps;
+    sigkill_of_the_master_promotes_the_replica_within_the_bound => sigkill_of_master_promotes_replica;
+    the_old_master_restarted_rejoins_as_a_replica_of_the_new_one => old_master_rejoins_as_replica;
+    a_hung_master_is_replaced_and_rejoins_after_sigcont => hung_master_is_replaced_and_rejoins;
+    both_nodes_restarted_elect_one_master_by_the_grace_rule => both_restarted_elect_one_master;
+    a_forced_split_brain_stops_both_until_recover => split_brain_stops_both_until_recover;
+    with_the_timeline_rule_only_the_older_master_steps_down => split_brain_timeline_rule_steps_down_older;
+    a_killed_daemon_restarted_adopts_its_running_postgres => daemon_restart_adopts_running_postgres;
+    a_three_node_star_promotes_on_request_and_the_other_replica_follows => star_promote_and_follow;
+    a_basebackup_that_fails_leaves_the_old_data_dir_intact => failed_basebackup_keeps_old_data;
+    bad_configs_are_refused_with_clear_errors_before_anything_starts => bad_configs_are_refused_before_anything_starts;
+}
