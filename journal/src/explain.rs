@@ -668,11 +668,13 @@ pub fn why(files: &[JournalFile], target: &WhyTarget) -> Result<Why, JournalErro
 fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> Vec<String> {
     let c = &run.header.config;
     let mut out = Vec::new();
-    let check = |key: &str, value: String, what: &str| -> Option<String> {
+    let check = |key: &str, value: String, what: &str, verb: Option<&str>| -> Option<String> {
         let settings = vec![(key.to_string(), value.clone())];
         let r = whatif::what_if(&files[fi], &settings).ok()?;
         let rr = r.runs.iter().find(|x| x.run == run.number)?;
-        let verb = decision_verb(tv, c).unwrap_or_default();
+        let verb = verb
+            .map(str::to_string)
+            .unwrap_or_else(|| decision_verb(tv, c).unwrap_or_default());
         let orig = rr.original.iter().filter(|d| d.what == verb).count();
         let alt: Vec<_> = rr.alternate.iter().filter(|d| d.what == verb).collect();
         let outcome = if alt.len() < orig {
@@ -701,6 +703,7 @@ fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> V
                 "replication.psql_error_count",
                 n.to_string(),
                 "a longer detection window (more consecutive failures)",
+                None,
             ));
         }
         Reason::GraceExpired { grace_ms, .. } => {
@@ -709,6 +712,7 @@ fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> V
                 "replication.grace",
                 format!("{}", grace_ms * 2 / 1000),
                 "a longer grace",
+                None,
             ));
         }
         Reason::SplitBrain { .. } => {
@@ -720,6 +724,7 @@ fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> V
                     "replication.split_brain",
                     "older-timeline-steps-down".into(),
                     "the safer rule keeps the newer timeline serving",
+                    Some("fenced itself"),
                 ));
             }
         }
@@ -855,7 +860,7 @@ pub fn render_why(w: &Why) -> String {
         s.push_str(&format!("  - {p}\n"));
     }
     if !w.elsewhere.is_empty() {
-        s.push_str("\nmeanwhile (within 60 s):\n");
+        s.push_str("\nmeanwhile on the other nodes (within 30 s):\n");
         for e in &w.elsewhere {
             s.push_str(&format!(
                 "  {} {} {} -> {}: {}\n",

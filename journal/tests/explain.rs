@@ -1,0 +1,118 @@
+//! Snapshot tests of `pgha explain` for a promote, a split-brain stop and a grace-expired
+//! self-election. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test -p pgha-journal --test explain`
+//! and review the diff.
+
+mod common;
+
+use std::path::Path;
+
+use pgha_journal::JournalFile;
+use pgha_journal::explain::{self, WhyTarget};
+use pgha_journal::testkit::Cluster;
+
+fn files(dir: &Path) -> Vec<JournalFile> {
+    ["db0", "db1"]
+        .iter()
+        .map(|n| JournalFile::read(common::journal_path(dir, n)).expect("read"))
+        .collect()
+}
+
+fn check(name: &str, dir: &Path, text: &str) {
+    let text = text.replace(&dir.display().to_string(), "<dir>");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(format!("{name}.txt"));
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&path, &text).expect("write snapshot");
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "no snapshot {}: run with UPDATE_SNAPSHOTS=1",
+            path.display()
+        )
+    });
+    assert!(
+        want == text,
+        "explain output changed for {name}; rerun with UPDATE_SNAPSHOTS=1 and review.\n--- want\n{want}\n--- got\n{text}"
+    );
+}
+
+fn why_of(files: &[JournalFile], node: &str, code: &str) -> String {
+    let e = explain::timeline(files)
+        .into_iter()
+        .find(|e| e.node == node && e.code == code)
+        .unwrap_or_else(|| panic!("no {code} transition of {node}"));
+    let w = explain::why(
+        files,
+        &WhyTarget::Seq {
+            node: Some(node.into()),
+            seq: e.seq,
+        },
+    )
+    .expect("why");
+    explain::render_why(&w)
+}
+
+fn scenario(name: &str, make: fn(Option<&Path>) -> Cluster, node: &str, code: &str) {
+    let dir = common::tempdir(&format!("explain-{name}"));
+    drop(make(Some(&dir)));
+    let fs = files(&dir);
+    check(
+        &format!("{name}-timeline"),
+        &dir,
+        &explain::render_timeline(&fs),
+    );
+    check(
+        &format!("{name}-failovers"),
+        &dir,
+        &explain::render_failovers(&fs),
+    );
+    check(&format!("{name}-why"), &dir, &why_of(&fs, node, code));
+    // The JSON forms parse.
+    for j in [explain::timeline_json(&fs), explain::failovers_json(&fs)] {
+        let v: serde_json::Value = serde_json::from_str(&j).expect("json");
+        assert!(v.is_object());
+    }
+}
+
+#[test]
+fn explain_of_a_promotion_reads_like_an_incident_report() {
+    scenario("promote", common::promote, "db1", "master_unreachable");
+}
+
+#[test]
+fn explain_of_a_split_brain_stop_reads_like_an_incident_report() {
+    scenario("split-brain", common::split_brain, "db0", "split_brain");
+}
+
+#[test]
+fn explain_of_a_grace_expired_self_election_reads_like_an_incident_report() {
+    scenario(
+        "grace-expired",
+        common::grace_expired,
+        "db1",
+        "grace_expired",
+    );
+}
+
+#[test]
+fn why_at_a_time_finds_the_last_state_change_before_it() {
+    let dir = common::tempdir("explain-at");
+    drop(common::promote(Some(&dir)));
+    let fs = files(&dir);
+    let at = pgha_journal::time::parse_utc("10:30:33.100", pgha_journal::testkit::WALL_BASE)
+        .expect("time");
+    let w = explain::why(
+        &fs,
+        &WhyTarget::At {
+            node: Some("db1".into()),
+            wall_ms: at,
+        },
+    )
+    .expect("why");
+    assert_eq!(w.transition.to, "promoting");
+    let e = explain::why(&fs, &WhyTarget::Seq { node: None, seq: 5 }).expect_err("ambiguous");
+    assert!(e.to_string().contains("--node"), "{e}");
+}
