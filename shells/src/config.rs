@@ -203,7 +203,7 @@ fn parse_api(file: &Path, key: &str, v: &str) -> Result<SocketAddr, ConfigError>
 
 /// Finds PostgreSQL's programs when `node.bin_dir` is absent: the newest
 /// `/usr/lib/postgresql/*/bin`, else the directory of `pg_ctl` on the PATH.
-fn find_bin_dir() -> Option<PathBuf> {
+pub fn find_bin_dir() -> Option<PathBuf> {
     let mut best: Option<(u32, PathBuf)> = None;
     if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
         for e in entries.flatten() {
