@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::reason::{AfterStop, Failures, Reason, State, Transition};
 use crate::{
-    Command, CommandId, CommandKind, Config, DataDir, Event, Hook, LocalFacts, MAX_PEERS,
+    Command, CommandId, CommandKind, Config, DataDir, Event, Hook, LocalFacts, Lsn, MAX_PEERS,
     OperatorRequest, PeerId, ProbeResult, ProxyTarget, Role, SplitBrainRule, StartAs, StopMode,
     Timeline, Timestamp, Topology,
 };
@@ -68,6 +68,9 @@ pub struct Node {
     role_at_input: Role,
     /// Since when the local replica has been on an older timeline than its master.
     behind_since: Option<Timestamp>,
+    /// Since when the local replay position has not moved, with it and the master's position
+    /// then.
+    stalled: Option<(Timestamp, Lsn, Lsn)>,
 }
 
 impl Node {
@@ -98,6 +101,7 @@ impl Node {
             last_transition: None,
             role_at_input: Role::None,
             behind_since: None,
+            stalled: None,
         }
     }
 
@@ -320,6 +324,7 @@ impl Node {
             self.awaiting = None;
             self.retry_at = None;
             self.behind_since = None;
+            self.stalled = None;
         }
         self.state = to;
         self.transitions.push_back(t);
@@ -532,6 +537,27 @@ impl Node {
                             State::Replica { upstream: peer },
                             Reason::NewMaster { peer, timeline },
                         );
+                    } else if timeline < local_tl && !self.paused {
+                        // The local data's master is gone for good (it answers as a replica,
+                        // or fails as long as it takes to declare a master dead): the only
+                        // master left is on an older timeline, and cannot be followed.
+                        let gone = match up.last {
+                            Some((_, ProbeResult::Replica { .. })) => true,
+                            _ => up.failures.count >= self.config.psql_error_count,
+                        };
+                        if gone {
+                            let reason = Reason::OrphanedTimeline {
+                                peer,
+                                local_timeline: local_tl,
+                                peer_timeline: timeline,
+                            };
+                            self.step_down(
+                                now,
+                                AfterStop::Rejoin { from: peer },
+                                StopMode::Fast,
+                                reason,
+                            );
+                        }
                     }
                 }
             }
@@ -541,6 +567,38 @@ impl Node {
 
     // ---- decisions ----------------------------------------------------------------------
 
+    /// A replica on its master's timeline whose replay position stays put while the master
+    /// writes on is not streaming: its history diverged from the master's on the same
+    /// timeline number (two promotions from one timeline). Only progress counts, so an idle
+    /// master, or a master position that jumped at a segment switch, never triggers it.
+    fn check_streaming(&mut self, now: Timestamp, upstream: PeerId, replay: Lsn, master_lsn: Lsn) {
+        match self.stalled {
+            Some((_, r0, _)) if replay != r0 => self.stalled = None,
+            Some((since, _, m0)) => {
+                let stalled_ms = now.since(since);
+                if master_lsn > m0
+                    && stalled_ms > 2 * self.config.transition_bound_ms
+                    && !self.paused
+                {
+                    let reason = Reason::NotStreaming {
+                        peer: upstream,
+                        replay_lsn: replay,
+                        master_lsn,
+                        stalled_ms,
+                    };
+                    self.step_down(
+                        now,
+                        AfterStop::Rejoin { from: upstream },
+                        StopMode::Fast,
+                        reason,
+                    );
+                }
+            }
+            None if replay < master_lsn => self.stalled = Some((now, replay, master_lsn)),
+            None => {}
+        }
+    }
+
     /// A replica that stays on an older timeline than its master cannot follow it (it
     /// replayed past the fork point): after the transition bound, re-clone. PostgreSQL follows
     /// a timeline switch within a second when it can (`recovery_target_timeline = 'latest'`).
@@ -548,16 +606,24 @@ impl Node {
         let State::Replica { upstream } = self.state else {
             return;
         };
-        let local = match self.local.last {
-            Some((_, ProbeResult::Replica { timeline, .. })) => timeline,
+        let (local, replay) = match self.local.last {
+            Some((
+                _,
+                ProbeResult::Replica {
+                    timeline,
+                    replay_lsn,
+                    ..
+                },
+            )) => (timeline, replay_lsn),
             _ => return,
         };
-        let master = match self.peers[upstream.index()].last {
-            Some((_, ProbeResult::Master { timeline, .. })) => timeline,
+        let (master, master_lsn) = match self.peers[upstream.index()].last {
+            Some((_, ProbeResult::Master { timeline, lsn })) => (timeline, lsn),
             _ => return,
         };
         if local >= master {
             self.behind_since = None;
+            self.check_streaming(now, upstream, replay, master_lsn);
             return;
         }
         let since = *self.behind_since.get_or_insert(now);

@@ -1,7 +1,7 @@
 //! States, the typed reasons for moving between them, and the transition record.
 
 use crate::{
-    CommandKind, Config, Failure, MAX_PEERS, OperatorRequest, PeerId, ProbeResult, Role,
+    CommandKind, Config, Failure, Lsn, MAX_PEERS, OperatorRequest, PeerId, ProbeResult, Role,
     SplitBrainRule, StartAs, Timeline, Timestamp,
 };
 use serde::{Deserialize, Serialize};
@@ -189,6 +189,21 @@ pub enum Reason {
         peer_timeline: Timeline,
         behind_ms: u64,
     },
+    /// The local replica's replay position has not moved for twice the transition bound
+    /// while its master kept writing: it is not streaming (its history diverged). Re-clone.
+    NotStreaming {
+        peer: PeerId,
+        replay_lsn: Lsn,
+        master_lsn: Lsn,
+        stalled_ms: u64,
+    },
+    /// The local data is on a timeline whose master is gone (the upstream answers as replica
+    /// or fails), and the only master left is on an older timeline: re-clone from it.
+    OrphanedTimeline {
+        peer: PeerId,
+        local_timeline: Timeline,
+        peer_timeline: Timeline,
+    },
 }
 
 impl Reason {
@@ -216,6 +231,8 @@ impl Reason {
             Reason::Operator { .. } => "operator",
             Reason::OperatorRefused { .. } => "operator_refused",
             Reason::CannotFollow { .. } => "cannot_follow",
+            Reason::NotStreaming { .. } => "not_streaming",
+            Reason::OrphanedTimeline { .. } => "orphaned_timeline",
         }
     }
 
@@ -411,6 +428,26 @@ impl std::fmt::Display for Describe<'_> {
                 f,
                 "local replica still on timeline {local_timeline} after {} while master {} is on timeline {peer_timeline}: its data cannot follow, re-cloning",
                 secs(behind_ms),
+                c.peer_name(peer)
+            ),
+            Reason::NotStreaming {
+                peer,
+                replay_lsn,
+                master_lsn,
+                stalled_ms,
+            } => write!(
+                f,
+                "local replica stuck at {replay_lsn} for {} while master {} wrote on to {master_lsn}: not streaming, re-cloning",
+                secs(stalled_ms),
+                c.peer_name(peer)
+            ),
+            Reason::OrphanedTimeline {
+                peer,
+                local_timeline,
+                peer_timeline,
+            } => write!(
+                f,
+                "local data is on timeline {local_timeline}, whose master is gone; {} is master on timeline {peer_timeline}: re-cloning from it",
                 c.peer_name(peer)
             ),
         }

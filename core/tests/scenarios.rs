@@ -857,3 +857,126 @@ fn every_transition_names_its_reason_in_one_line() {
         "{line}"
     );
 }
+
+#[test]
+fn a_replica_left_on_an_older_timeline_than_its_master_re_clones_after_the_bound() {
+    let mut s = running_replica();
+    // The master moved to timeline 2 and this replica stays on 1: it replayed past the fork.
+    s.run(29 * SEC, replica(1), master(2));
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+    s.run(3 * SEC, replica(1), master(2));
+    assert_eq!(
+        s.state(),
+        State::SteppingDown {
+            then: AfterStop::Rejoin { from: PeerId(0) }
+        }
+    );
+    assert!(matches!(
+        s.last_reason(),
+        Reason::CannotFollow {
+            local_timeline: 1,
+            peer_timeline: 2,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_replica_whose_replay_stays_put_while_the_master_writes_on_re_clones() {
+    let mut s = running_replica();
+    let mut master_lsn = 100;
+    // 59 s of a master that writes while the replica's replay position never moves.
+    for _ in 0..59 {
+        master_lsn += 1000;
+        let m = Some(ProbeResult::Master {
+            timeline: 2,
+            lsn: Lsn(master_lsn),
+        });
+        let r = Some(ProbeResult::Replica {
+            timeline: 2,
+            replay_lsn: Lsn(50),
+            upstream: Some(PeerId(0)),
+        });
+        s.run(SEC, r, m);
+    }
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        },
+        "not before twice the transition bound"
+    );
+    for _ in 0..3 {
+        master_lsn += 1000;
+        let m = Some(ProbeResult::Master {
+            timeline: 2,
+            lsn: Lsn(master_lsn),
+        });
+        let r = Some(ProbeResult::Replica {
+            timeline: 2,
+            replay_lsn: Lsn(50),
+            upstream: Some(PeerId(0)),
+        });
+        s.run(SEC, r, m);
+    }
+    assert_eq!(
+        s.state(),
+        State::SteppingDown {
+            then: AfterStop::Rejoin { from: PeerId(0) }
+        }
+    );
+    assert!(matches!(s.last_reason(), Reason::NotStreaming { .. }));
+}
+
+#[test]
+fn an_idle_master_ahead_of_its_replica_by_a_segment_switch_is_not_a_stalled_replica() {
+    let mut s = running_replica();
+    // The master's position jumped once (a WAL segment switch) and then stays: no progress,
+    // so nothing says the replica cannot follow.
+    let m = Some(ProbeResult::Master {
+        timeline: 1,
+        lsn: Lsn(16 << 20),
+    });
+    let r = Some(ProbeResult::Replica {
+        timeline: 1,
+        replay_lsn: Lsn(100),
+        upstream: Some(PeerId(0)),
+    });
+    s.run(300 * SEC, r, m);
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+}
+
+#[test]
+fn a_replica_that_is_stopped_records_replica_data_and_can_follow_again() {
+    let mut s = running_replica();
+    s.run(2 * SEC, replica(1), master(1));
+    s.run(4 * SEC, Some(ProbeResult::Refused), master(1));
+    assert_eq!(
+        s.state(),
+        State::SteppingDown {
+            then: AfterStop::Elect
+        }
+    );
+    s.complete(|k| matches!(k, CommandKind::StopPostgres(_)));
+    assert!(matches!(s.state(), State::Electing { .. }));
+    // Its data was a replica's: it follows the master without a clone.
+    s.run(SEC, None, master(1));
+    assert_eq!(
+        s.state(),
+        State::Starting {
+            target: StartAs::Replica {
+                upstream: PeerId(0)
+            }
+        }
+    );
+}

@@ -101,7 +101,13 @@ pub fn settle_ms(s: &Scenario) -> u64 {
     } else {
         (1_000, 5_000, 15_000, 5_000)
     };
-    grace + stagger * (s.nodes as u64 - 1) + 3 * (3 * timeout + interval) + 30_000
+    // Twice the transition bound: a replica that is not streaming is re-cloned after it.
+    let transition_bound = if s.fast { 10_000 } else { 30_000 };
+    grace
+        + stagger * (s.nodes as u64 - 1)
+        + 3 * (3 * timeout + interval)
+        + 2 * transition_bound
+        + 30_000
 }
 
 /// Draws a scenario from a seed.
