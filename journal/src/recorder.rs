@@ -28,6 +28,9 @@ pub struct Options {
     pub snapshot_every_ms: Option<u64>,
     /// Prune after each snapshot by these rules (`None`: keep everything).
     pub retention: Option<Retention>,
+    /// `true` (the default): every step is on disk before `step` returns (SQLite
+    /// `synchronous = FULL`). `false` only for tests, simulations and measurements.
+    pub durable: bool,
 }
 
 impl Default for Options {
@@ -35,6 +38,7 @@ impl Default for Options {
         Options {
             snapshot_every_ms: Some(3_600_000),
             retention: None,
+            durable: true,
         }
     }
 }
@@ -113,8 +117,17 @@ impl Recorder {
 
     /// Replaces the [`Options`].
     pub fn with_options(mut self, options: Options) -> Recorder {
+        if options.durable != self.options.durable {
+            // Only a failure to change a pragma: the journal stays durable.
+            let _ = self.store.set_durable(options.durable);
+        }
         self.options = options;
         self
+    }
+
+    /// The bytes the journal's rows and indexes use (pages less free pages).
+    pub fn used_bytes(&self) -> Result<u64, JournalError> {
+        self.store.used_bytes()
     }
 
     pub fn node(&self) -> &Node {

@@ -260,6 +260,13 @@ impl Store {
         Ok(())
     }
 
+    /// `synchronous = FULL` when durable, else `OFF` (tests and measurements only).
+    pub fn set_durable(&mut self, durable: bool) -> Result<(), JournalError> {
+        self.conn
+            .pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })
+            .map_err(|e| self.err(e))
+    }
+
     /// Opens an existing journal for appending; checks the format, the codec version and the
     /// last row against the recorded head (a full check is [`Store::read_verified`]).
     pub fn open_append(path: &Path) -> Result<Store, JournalError> {

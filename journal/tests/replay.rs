@@ -152,6 +152,7 @@ fn a_pruned_journal_starts_at_a_snapshot_and_still_replays_exactly() {
     c.options = Options {
         snapshot_every_ms: Some(60_000),
         retention: None,
+        durable: false,
     };
     c.bootstrap().expect("bootstrap");
     c.run_for(600_000).expect("steady state");
@@ -190,6 +191,7 @@ fn retention_never_cuts_inside_an_incident_window() {
     c.options = Options {
         snapshot_every_ms: Some(10_000),
         retention: None,
+        durable: false,
     };
     c.bootstrap().expect("bootstrap");
     c.run_for(60_000).expect("run");
