@@ -799,6 +799,8 @@ impl Node {
                 AfterStop::Rejoin { from: peer }
             }
             (SplitBrainRule::OlderTimelineStepsDown, Some(l)) if l > peer_timeline => return,
+            // Just promoted: the new timeline is known at the next local probe; decide then.
+            (SplitBrainRule::OlderTimelineStepsDown, None) => return,
             _ => AfterStop::Fence,
         };
         self.step_down(now, after, StopMode::Fast, reason);
@@ -808,6 +810,8 @@ impl Node {
         if self.config.proxy {
             self.emit(CommandKind::PauseProxy);
         }
+        // A local probe issued before the promotion would answer "replica" after it: drop it.
+        self.local.in_flight = None;
         self.go(now, State::Promoting { upstream }, reason);
         self.emit_awaited(CommandKind::Promote);
     }
@@ -941,6 +945,8 @@ impl Node {
                     done,
                 ),
                 (State::Promoting { .. }, _) => {
+                    // The promotion started a new timeline, unknown until the next local probe.
+                    self.local_timeline = None;
                     self.go(now, State::Master, done);
                     self.become_master();
                 }
