@@ -8,8 +8,8 @@
 //! signalled, by PID; a cluster dropped (test passed or panicked) kills its daemons, stops its
 //! postgres servers and removes its directory (kept when `PGHA_E2E_KEEP` is set).
 //!
-//! The `pgha` binary is `target/debug/pgha` next to the test binary (or `PGHA_BIN`); build it
-//! first: `cargo build -p pgha && cargo test -p pgha-tests`.
+//! The `pgha` binary is `target/debug/pgha` next to the test binary (or `PGHA_BIN`); the
+//! harness runs `cargo build -p pgha` once per run so it is never stale.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -93,7 +93,10 @@ fn allocate_block() -> (u16, u16) {
     }
 }
 
-/// The `pgha` binary under test.
+static BUILT: std::sync::Once = std::sync::Once::new();
+
+/// The `pgha` binary under test: `PGHA_BIN`, else `target/debug/pgha`, which is (re)built once
+/// per test run with `cargo build -p pgha` so the tests never run a stale daemon.
 pub fn pgha_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("PGHA_BIN") {
         return PathBuf::from(p);
@@ -105,9 +108,23 @@ pub fn pgha_bin() -> PathBuf {
         .and_then(Path::parent)
         .map(|d| d.join("pgha"))
         .expect("target dir");
+    BUILT.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "pgha"])
+            .current_dir(workspace)
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            other => {
+                panic!("`cargo build -p pgha` failed ({other:?}); build it by hand or set PGHA_BIN")
+            }
+        }
+    });
     assert!(
         bin.is_file(),
-        "{} not found: build it first with `cargo build -p pgha` (or set PGHA_BIN)",
+        "{} not found: build it with `cargo build -p pgha` (or set PGHA_BIN)",
         bin.display()
     );
     bin
@@ -277,7 +294,7 @@ impl Cluster {
             ));
         }
         s.push_str(&format!(
-            "[replication]\nenabled = true\ngrace = 3\ngrace_stagger = 1\nconnect_timeout = {CONNECT_TIMEOUT}\npsql_error_count = {PSQL_ERROR_COUNT}\nprobe_interval = {PROBE_INTERVAL}\n{}\n\n[postgres]\nsocket_dir = \"{}\"\n{}\n\n[timeouts]\nstart = 30\nstop = 30\nbasebackup = 60\n\n[journal]\npath = \"{}\"\n",
+            "[replication]\nenabled = true\ngrace = 3\ngrace_stagger = 1\ntransition_bound = 3\nconnect_timeout = {CONNECT_TIMEOUT}\npsql_error_count = {PSQL_ERROR_COUNT}\nprobe_interval = {PROBE_INTERVAL}\n{}\n\n[postgres]\nsocket_dir = \"{}\"\n{}\n\n[timeouts]\nstart = 30\nstop = 30\nbasebackup = 60\n\n[journal]\npath = \"{}\"\n",
             extra.replication,
             self.dir.display(),
             extra.postgres,

@@ -65,28 +65,56 @@ pub fn has_cluster(dir: &Path) -> bool {
     dir.join("PG_VERSION").is_file()
 }
 
-/// The PID in `postmaster.pid` when that process is alive and is a postgres.
-pub fn running_postmaster(dir: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(dir.join("postmaster.pid")).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+/// Whether `pid` is a live postgres process (not a zombie, not a reused PID).
+fn is_live_postgres(pid: i32) -> bool {
     if pid <= 0 {
-        return None;
+        return false;
     }
     let alive = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
         Ok(()) => true,
         Err(nix::errno::Errno::EPERM) => true,
         Err(_) => false,
     };
-    if !alive {
-        return None;
-    }
-    // Guard against a reused PID: the process must be a postgres.
+    // A zombie has an empty command line; a reused PID names another program.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline);
-    if cmdline.contains("postgres") || cmdline.contains("postmaster") {
-        Some(pid)
-    } else {
-        None
+    alive && (cmdline.contains("postgres") || cmdline.contains("postmaster"))
+}
+
+fn pid_in(file: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+/// The PID in `postmaster.pid` when that process is alive and is a postgres.
+pub fn running_postmaster(dir: &Path) -> Option<i32> {
+    let pid = pid_in(&dir.join("postmaster.pid"))?;
+    is_live_postgres(pid).then_some(pid)
+}
+
+/// Removes lock files left by a postmaster that is gone. PostgreSQL itself ignores a lock
+/// whose PID is dead, but not one whose PID is an unreaped zombie (a SIGKILLed postmaster
+/// whose parent has not reaped it yet), and then refuses to start.
+fn clear_stale_locks(c: &FileConfig) {
+    let pidfile = c.data_dir.join("postmaster.pid");
+    if let Some(pid) = pid_in(&pidfile)
+        && !is_live_postgres(pid)
+    {
+        log::info!("removing stale {} (pid {pid} is gone)", pidfile.display());
+        let _ = std::fs::remove_file(&pidfile);
+    }
+    let dir =
+        c.pg.socket_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/run/postgresql"));
+    let socket = dir.join(format!(".s.PGSQL.{}", c.node.port));
+    let lock = dir.join(format!(".s.PGSQL.{}.lock", c.node.port));
+    if let Some(pid) = pid_in(&lock)
+        && !is_live_postgres(pid)
+    {
+        log::info!("removing stale {} (pid {pid} is gone)", lock.display());
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(&lock);
     }
 }
 
@@ -314,6 +342,7 @@ pub fn start(c: &FileConfig, target: StartAs) -> Result<(), Failure> {
         log::info!("postgres already runs on {}", c.data_dir.display());
         return Ok(());
     }
+    clear_stale_locks(c);
     let mut opts = format!(
         "-p {} -c listen_addresses={} -c cluster_name={}",
         c.node.port,
