@@ -77,8 +77,35 @@ fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+static RESERVED: std::sync::Once = std::sync::Once::new();
+
+/// Keeps the kernel from handing out 56000-57999 as ephemeral source ports (Linux's default
+/// ephemeral range, 32768-60999, overlaps them): the many short probe connections would
+/// otherwise now and then take a port a postgres of the next test is about to listen on.
+/// Adds the range to `net.ipv4.ip_local_reserved_ports` (root only, as the tests run).
+fn reserve_ports() {
+    RESERVED.call_once(|| {
+        let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+        let current = std::fs::read_to_string(path).unwrap_or_default();
+        let current = current.trim();
+        let range = format!("{PG_BASE}-{}", API_BASE + 999);
+        if current.split(',').any(|r| r.trim() == range) {
+            return;
+        }
+        let value = if current.is_empty() {
+            range
+        } else {
+            format!("{current},{range}")
+        };
+        if let Err(e) = std::fs::write(path, &value) {
+            eprintln!("warning: cannot reserve ports {value} in {path}: {e}");
+        }
+    });
+}
+
 /// A block of ports (postgres and API) no other cluster of this run uses, all free now.
 fn allocate_block() -> (u16, u16) {
+    reserve_ports();
     loop {
         let b = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
         assert!(

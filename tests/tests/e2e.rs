@@ -240,32 +240,36 @@ fn both_restarted_elect_one_master(rt: &'static str) {
 fn split_brain_stops_both_until_recover(rt: &'static str) {
     let c = bootstrapped("splitbrain", rt, Extra::default());
     c.sql(1, "select pg_promote(true)");
-    // The old master sees the new one on its next probe and stops, fenced. The promoted node
-    // stops too when it sees the old master before that stop; else it has seen no second
-    // master and keeps serving.
-    c.wait_state(0, "fenced", Duration::from_secs(20));
+    // Each master that sees the other stops and stays fenced. Which sees the other first is
+    // a race: one or both are fenced; one that saw no second master (the other had already
+    // stopped) keeps serving.
+    wait_for(Duration::from_secs(20), "a split-brain stop", || {
+        (c.state(0)? == "fenced" || c.state(1)? == "fenced").then_some(())
+    });
     std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        c.postmaster_pid(0).is_none(),
-        "a fenced node keeps postgres stopped"
-    );
-    let db1 = c.state(1).unwrap_or_default();
-    assert!(
-        db1 == "fenced" || db1 == "master",
-        "db1 is {db1}\n{}",
-        c.logs()
-    );
-    let out = c.pgha_on(0, "recover");
+    let states = [
+        c.state(0).unwrap_or_default(),
+        c.state(1).unwrap_or_default(),
+    ];
+    for (i, s) in states.iter().enumerate() {
+        assert!(s == "fenced" || s == "master", "db{i} is {s}\n{}", c.logs());
+        if s == "fenced" {
+            assert!(c.postmaster_pid(i).is_none(), "fenced db{i} runs postgres");
+        }
+    }
+    assert!(states.iter().any(|s| s == "fenced"));
+    // `recover` on a fenced node: it leads when no master is left, else rejoins the master.
+    let first = if states[0] == "fenced" { 0 } else { 1 };
+    let out = c.pgha_on(first, "recover");
     assert!(out.status.success(), "{}", stdout(&out));
     assert!(stdout(&out).contains("recover"), "{}", stdout(&out));
-    let (master, replica) = if db1 == "fenced" {
-        assert!(c.postmaster_pid(1).is_none());
-        c.wait_state(0, "master", Duration::from_secs(20));
-        let out = c.pgha_on(1, "recover");
+    let (master, replica) = if states[1 - first] == "fenced" {
+        c.wait_state(first, "master", Duration::from_secs(20));
+        let out = c.pgha_on(1 - first, "recover");
         assert!(out.status.success(), "{}", stdout(&out));
-        (0, 1)
+        (first, 1 - first)
     } else {
-        (1, 0)
+        (1 - first, first)
     };
     c.wait_state(replica, "replica", REJOIN);
     assert_eq!(c.state(master).as_deref(), Some("master"));

@@ -367,7 +367,20 @@ pub fn start(c: &FileConfig, target: StartAs) -> Result<(), Failure> {
         .arg(&c.pg.log_file)
         .arg("-o")
         .arg(opts);
-    super::process::run("pg_ctl start", cmd, ms(c.timeouts.start_ms + 2_000)).map(|_| ())
+    let r = super::process::run("pg_ctl start", cmd, ms(c.timeouts.start_ms + 2_000)).map(|_| ());
+    if r.is_err() {
+        log_tail(&c.pg.log_file, 8);
+    }
+    r
+}
+
+/// Logs the last lines of postgres's log file (why a start failed).
+fn log_tail(path: &Path, lines: usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    for l in &all[all.len().saturating_sub(lines)..] {
+        log::warn!("{}: {l}", path.display());
+    }
 }
 
 fn shell_quote(s: &str) -> String {
