@@ -58,10 +58,13 @@ fn json(code: u16, body: String) -> Response<std::io::Cursor<Vec<u8>>> {
         .with_header(json_header())
 }
 
-/// Binds `addr` (an error names it) and serves on a thread of its own.
-pub fn serve(addr: SocketAddr, status: Arc<Mutex<Status>>, submit: Submit) -> Result<Api, String> {
-    let server =
-        Server::http(addr).map_err(|e| format!("cannot listen on node.api = {addr}: {e}"))?;
+/// Binds `addr` (an error names it), before anything else starts.
+pub fn bind(addr: SocketAddr) -> Result<Server, String> {
+    Server::http(addr).map_err(|e| format!("cannot listen on node.api = {addr}: {e}"))
+}
+
+/// Serves on a thread of its own.
+pub fn serve(server: Server, status: Arc<Mutex<Status>>, submit: Submit) -> Result<Api, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let thread = std::thread::Builder::new()

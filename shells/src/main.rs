@@ -158,6 +158,14 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         Ok(c) => Arc::new(c),
         Err(code) => return code,
     };
+    // The API address is taken before the journal is opened: a clash starts nothing.
+    let server = match api::bind(cfg.node.api) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pgha: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let runtime_name = match kind {
         RuntimeKind::Threads => "threads",
@@ -193,7 +201,7 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
             )
         }
     };
-    let api = match api::serve(cfg.node.api, status.clone(), submit.clone()) {
+    let api = match api::serve(server, status.clone(), submit.clone()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("pgha: {}: {e}", path.display());

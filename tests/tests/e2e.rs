@@ -442,6 +442,19 @@ fn bad_configs_are_refused_before_anything_starts(rt: &'static str) {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pgha.toml"));
+    // The API address already in use: refused before the journal is opened.
+    let holder = std::net::TcpListener::bind(c.nodes[0].api).unwrap();
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(pgha_tests::pgha_bin())
+        .args(["run", "--runtime", rt, "--config"])
+        .arg(&c.nodes[0].config)
+        .output()
+        .unwrap();
+    drop(holder);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "API in use: {err}");
+    assert!(err.contains("node.api"), "API in use: {err}");
     // Nothing started: no data dir, no journal, no postgres.
     assert!(!c.nodes[0].data_dir.exists());
     assert!(!c.nodes[0].journal.exists());
