@@ -355,18 +355,8 @@ pub fn start(c: &FileConfig, target: StartAs) -> Result<(), Failure> {
             shell_quote(&dir.display().to_string())
         ));
     }
-    let secs = c.timeouts.start_ms.div_ceil(1000).max(1);
-    let mut cmd = bin(c, "pg_ctl");
-    cmd.arg("start")
-        .arg("-D")
-        .arg(&c.data_dir)
-        .arg("-w")
-        .arg("-t")
-        .arg(secs.to_string())
-        .arg("-l")
-        .arg(&c.pg.log_file)
-        .arg("-o")
-        .arg(opts);
+    let mut cmd = pg_ctl(c, "start", c.timeouts.start_ms);
+    cmd.arg("-l").arg(&c.pg.log_file).arg("-o").arg(opts);
     let r = super::process::run("pg_ctl start", cmd, ms(c.timeouts.start_ms + 2_000)).map(|_| ());
     if r.is_err() {
         log_tail(&c.pg.log_file, 8);
@@ -383,6 +373,18 @@ fn log_tail(path: &Path, lines: usize) {
     }
 }
 
+/// `pg_ctl <action> -D data_dir -w -t <limit>`.
+fn pg_ctl(c: &FileConfig, action: &str, limit_ms: u64) -> Command {
+    let mut cmd = bin(c, "pg_ctl");
+    cmd.arg(action)
+        .arg("-D")
+        .arg(&c.data_dir)
+        .arg("-w")
+        .arg("-t")
+        .arg(limit_ms.div_ceil(1000).max(1).to_string());
+    cmd
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
@@ -392,19 +394,11 @@ pub fn stop(c: &FileConfig, mode: StopMode) -> Result<(), Failure> {
         log::info!("postgres is not running on {}", c.data_dir.display());
         return Ok(());
     }
-    let secs = c.timeouts.stop_ms.div_ceil(1000).max(1);
-    let mut cmd = bin(c, "pg_ctl");
-    cmd.arg("stop")
-        .arg("-D")
-        .arg(&c.data_dir)
-        .arg("-w")
-        .arg("-t")
-        .arg(secs.to_string())
-        .arg("-m")
-        .arg(match mode {
-            StopMode::Fast => "fast",
-            StopMode::Immediate => "immediate",
-        });
+    let mut cmd = pg_ctl(c, "stop", c.timeouts.stop_ms);
+    cmd.arg("-m").arg(match mode {
+        StopMode::Fast => "fast",
+        StopMode::Immediate => "immediate",
+    });
     let r = super::process::run("pg_ctl stop", cmd, ms(c.timeouts.stop_ms + 2_000)).map(|_| ());
     if r.is_err() && running_postmaster(&c.data_dir).is_none() {
         return Ok(());

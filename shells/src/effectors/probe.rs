@@ -229,6 +229,17 @@ pub fn query_one(
 mod tests {
     use super::*;
 
+    fn local(port: u16) -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port,
+            user: "postgres".into(),
+            password: None,
+            dbname: "postgres".into(),
+            application_name: "pgha-test".into(),
+        }
+    }
+
     #[test]
     fn lsns_parse_as_postgres_prints_them() {
         assert_eq!(parse_lsn("0/3000060"), Some(Lsn(0x3000060)));
@@ -240,14 +251,7 @@ mod tests {
     fn a_listener_that_never_answers_times_out_within_the_bound() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let t = Target {
-            host: "127.0.0.1".into(),
-            port,
-            user: "postgres".into(),
-            password: None,
-            dbname: "postgres".into(),
-            application_name: "pgha-test".into(),
-        };
+        let t = local(port);
         let start = std::time::Instant::now();
         let r = probe(&t, Duration::from_millis(300), &|_, _| None);
         assert_eq!(r.result, ProbeResult::Timeout);
@@ -261,14 +265,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let t = Target {
-            host: "127.0.0.1".into(),
-            port,
-            user: "postgres".into(),
-            password: None,
-            dbname: "postgres".into(),
-            application_name: "pgha-test".into(),
-        };
+        let t = local(port);
         let r = probe(&t, Duration::from_millis(500), &|_, _| None);
         assert_eq!(r.result, ProbeResult::Refused);
     }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use pgha_core::{CommandId, CommandKind, Failure, OperatorRequest};
 use serde::Serialize;
 
-use crate::daemon::{Step, TransitionView, render};
+use pgha_core::{Event, Input};
+
+use crate::daemon::{Daemon, Step, TransitionView, render};
 use crate::effectors::{Effectors, ProbeDetail};
 
 /// A message to a runtime's main loop.
@@ -62,6 +64,32 @@ impl OperatorReply {
             state: state.name().to_string(),
         }
     }
+}
+
+/// Feeds one message to the core (a timer when `msg` is `None`) and returns what to carry
+/// out; `Ok(None)` means stop. Operator requests are answered here with what they produced.
+pub fn handle(d: &mut Daemon, msg: Option<Msg>) -> Result<Option<Step>, String> {
+    let step = match msg {
+        None => d.step(Input::Timeout)?,
+        Some(Msg::Stop) => return Ok(None),
+        Some(Msg::Probe { id, detail }) => d.probe_done(id, detail)?,
+        Some(Msg::Done {
+            id,
+            outcome,
+            duration_ms,
+        }) => d.step(Input::Event(Event::CommandDone {
+            id,
+            outcome,
+            duration_ms,
+        }))?,
+        Some(Msg::Operator { request, reply }) => {
+            let step = d.operator(request)?;
+            let answer = OperatorReply::new(request, &step, &d.config().core, d.state());
+            let _ = reply.send(answer);
+            step
+        }
+    };
+    Ok(Some(step))
 }
 
 /// Carries out one action with its time limit, as the action worker does: the effector

@@ -9,7 +9,7 @@ use async_io::Timer;
 use pgha_core::{Command, Event, Failure, Input};
 use smol::channel::{Receiver, Sender};
 
-use super::{Msg, OperatorReply, wait_for};
+use super::{Msg, handle, wait_for};
 use crate::daemon::{Daemon, Step};
 use crate::effectors::{Effectors, ProbeTarget};
 
@@ -93,26 +93,12 @@ pub fn run(
                 None
             })
             .await;
-            match msg {
-                Some(Msg::Probe { id, detail }) => carry(d.probe_done(id, detail)?),
-                Some(Msg::Done {
-                    id,
-                    outcome,
-                    duration_ms,
-                }) => carry(d.step(Input::Event(Event::CommandDone {
-                    id,
-                    outcome,
-                    duration_ms,
-                }))?),
-                Some(Msg::Operator { request, reply }) => {
-                    let step = d.operator(request)?;
-                    let state = d.state();
-                    let _ = reply.send(OperatorReply::new(request, &step, &d.config().core, state));
-                    carry(step);
-                }
-                Some(Msg::Stop) => break,
-                None if rx.is_closed() => break,
-                None => carry(d.step(Input::Timeout)?),
+            if msg.is_none() && rx.is_closed() {
+                break;
+            }
+            match handle(&mut d, msg)? {
+                Some(step) => carry(step),
+                None => break,
             }
         }
         d.close();

@@ -6,7 +6,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 
 use pgha_core::{Command, Event, Input};
 
-use super::{Msg, OperatorReply, run_action, wait_for};
+use super::{Msg, handle, run_action, wait_for};
 use crate::daemon::{Daemon, Step};
 use crate::effectors::{Effectors, ProbeTarget};
 
@@ -70,25 +70,14 @@ pub fn run(
     carry(d.step(Input::Event(Event::Started(facts)))?);
     loop {
         let wait = wait_for(d.now(), d.next_deadline());
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Probe { id, detail }) => carry(d.probe_done(id, detail)?),
-            Ok(Msg::Done {
-                id,
-                outcome,
-                duration_ms,
-            }) => carry(d.step(Input::Event(Event::CommandDone {
-                id,
-                outcome,
-                duration_ms,
-            }))?),
-            Ok(Msg::Operator { request, reply }) => {
-                let step = d.operator(request)?;
-                let state = d.state();
-                let _ = reply.send(OperatorReply::new(request, &step, &d.config().core, state));
-                carry(step);
-            }
-            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => carry(d.step(Input::Timeout)?),
+        let msg = match rx.recv_timeout(wait) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match handle(&mut d, msg)? {
+            Some(step) => carry(step),
+            None => break,
         }
     }
     d.close();
