@@ -94,8 +94,15 @@ pub fn run(what: &str, mut cmd: Command, limit: Duration) -> Result<Output, Fail
     // for them longer than a moment.
     let stderr = join_bounded(err_reader);
     let stdout = join_bounded(out_reader);
+    // A program's stderr is logged: at debug when it succeeded (initdb's notices), at warn
+    // when it failed (the reason).
+    let failed = !matches!(&status, Ok(s) if s.success());
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-        log::info!("{what}: {line}");
+        if failed {
+            log::warn!("{what}: {line}");
+        } else {
+            log::debug!("{what}: {line}");
+        }
     }
     let status = status?;
     if status.success() {
