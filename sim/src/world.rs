@@ -392,6 +392,19 @@ impl World {
                 }
             }
         }
+        // A split-brain decision must rest on the node's true timeline, not a stale one.
+        if let Reason::SplitBrain {
+            local_timeline: Some(l),
+            ..
+        } = t.reason
+            && let Some(d) = &self.nodes[i].data
+            && d.timeline != l
+        {
+            let truth = d.timeline;
+            self.violation(format!(
+                "node {i} decided split-brain on timeline {l}, but its data is on timeline {truth}"
+            ));
+        }
         if let (
             State::SteppingDown {
                 then: pgha_core::AfterStop::Fence,
@@ -411,7 +424,8 @@ impl World {
             CommandKind::ProbeLocal => {
                 let result = self.probe_result(i, i);
                 if let Some(result) = result {
-                    let d = self.rng.range(1, 3);
+                    // A busy local server can answer later than a peer does.
+                    let d = self.rng.range(1, 2 * DELAY_MAX_MS);
                     self.deliver(i, cmd.id, None, result, d);
                 }
             }
