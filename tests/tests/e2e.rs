@@ -209,6 +209,8 @@ fn hung_master_is_replaced_and_rejoins(rt: &'static str) {
     c.wait_rows(0, "select count(*) from t", &["3"], Duration::from_secs(20));
     c.assert_replay(0);
     c.assert_replay(1);
+    let text = c.explain().expect("pgha explain failed");
+    assert!(text.contains("timeout"), "explain does not name the cause:\n{text}");
 }
 
 fn both_restarted_elect_one_master(rt: &'static str) {
@@ -282,9 +284,11 @@ fn split_brain_stops_both_until_recover(rt: &'static str) {
     );
     c.assert_replay(0);
     c.assert_replay(1);
-    if let Some(text) = c.explain() {
-        assert!(text.contains("split-brain"), "{text}");
-    }
+    let text = c.explain().expect("pgha explain failed");
+    assert!(
+        text.contains("split-brain"),
+        "explain does not name the cause:\n{text}"
+    );
 }
 
 fn split_brain_timeline_rule_steps_down_older(rt: &'static str) {
