@@ -210,7 +210,10 @@ fn hung_master_is_replaced_and_rejoins(rt: &'static str) {
     c.assert_replay(0);
     c.assert_replay(1);
     let text = c.explain().expect("pgha explain failed");
-    assert!(text.contains("timeout"), "explain does not name the cause:\n{text}");
+    assert!(
+        text.contains("timeout"),
+        "explain does not name the cause:\n{text}"
+    );
 }
 
 fn both_restarted_elect_one_master(rt: &'static str) {
