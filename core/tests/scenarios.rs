@@ -889,21 +889,24 @@ fn a_replica_left_on_an_older_timeline_than_its_master_re_clones_after_the_bound
 #[test]
 fn a_replica_whose_replay_stays_put_while_the_master_writes_on_re_clones() {
     let mut s = running_replica();
+    // A master that writes 1000 bytes a second while the replica's replay never moves.
     let mut master_lsn = 100;
-    // 59 s of a master that writes while the replica's replay position never moves.
-    for _ in 0..59 {
-        master_lsn += 1000;
-        let m = Some(ProbeResult::Master {
-            timeline: 2,
-            lsn: Lsn(master_lsn),
-        });
-        let r = Some(ProbeResult::Replica {
-            timeline: 2,
-            replay_lsn: Lsn(50),
-            upstream: Some(PeerId(0)),
-        });
-        s.run(SEC, r, m);
-    }
+    let mut stalled_for = |s: &mut Shell, secs: u32| {
+        for _ in 0..secs {
+            master_lsn += 1000;
+            let m = Some(ProbeResult::Master {
+                timeline: 2,
+                lsn: Lsn(master_lsn),
+            });
+            let r = Some(ProbeResult::Replica {
+                timeline: 2,
+                replay_lsn: Lsn(50),
+                upstream: Some(PeerId(0)),
+            });
+            s.run(SEC, r, m);
+        }
+    };
+    stalled_for(&mut s, 59);
     assert_eq!(
         s.state(),
         State::Replica {
@@ -911,19 +914,7 @@ fn a_replica_whose_replay_stays_put_while_the_master_writes_on_re_clones() {
         },
         "not before twice the transition bound"
     );
-    for _ in 0..3 {
-        master_lsn += 1000;
-        let m = Some(ProbeResult::Master {
-            timeline: 2,
-            lsn: Lsn(master_lsn),
-        });
-        let r = Some(ProbeResult::Replica {
-            timeline: 2,
-            replay_lsn: Lsn(50),
-            upstream: Some(PeerId(0)),
-        });
-        s.run(SEC, r, m);
-    }
+    stalled_for(&mut s, 3);
     assert_eq!(
         s.state(),
         State::SteppingDown {
