@@ -3,7 +3,7 @@
 //!
 //! The harness runs as root (CI does) and runs postgres and pgha as the `postgres` OS user
 //! through `runuser -u postgres --`. Each cluster gets its own directory (chowned to
-//! `postgres`) and its own ports: postgres from 56000, APIs from 57000, in blocks of
+//! `postgres`) and its own ports: postgres from 20000, APIs from 21000, in blocks of
 //! [`PORTS_PER_CLUSTER`]. Every wait has a timeout. Only processes this harness started are
 //! signalled, by PID; a cluster dropped (test passed or panicked) kills its daemons, stops its
 //! postgres servers and removes its directory (kept when `PGHA_E2E_KEEP` is set).
@@ -21,8 +21,13 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
-pub const PG_BASE: u16 = 56000;
-pub const API_BASE: u16 = 57000;
+/// Ports below Linux's ephemeral range (32768-60999), so no outgoing connection's source
+/// port can take one a test is about to listen on: postgres 20000-20999, APIs 21000-21999,
+/// the routing tests' HAProxy/PgBouncer ports 25000-27999 ([`extra_ports`]).
+pub const PG_BASE: u16 = 20000;
+pub const API_BASE: u16 = 21000;
+pub const EXTRA_BASE: u16 = 25000;
+pub const EXTRA_END: u16 = 28000;
 pub const PORTS_PER_CLUSTER: u16 = 4;
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -77,45 +82,32 @@ fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-static RESERVED: std::sync::Once = std::sync::Once::new();
-
-/// Keeps the kernel from handing out 56000-57999 as ephemeral source ports (Linux's default
-/// ephemeral range, 32768-60999, overlaps them): the many short probe connections would
-/// otherwise now and then take a port a postgres of the next test is about to listen on.
-/// Adds the range to `net.ipv4.ip_local_reserved_ports` (root only, as the tests run).
-fn reserve_ports() {
-    RESERVED.call_once(|| {
-        let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
-        let current = std::fs::read_to_string(path).unwrap_or_default();
-        let current = current.trim();
-        let range = format!("{PG_BASE}-{}", API_BASE + 999);
-        if current.split(',').any(|r| r.trim() == range) {
-            return;
-        }
-        let value = if current.is_empty() {
-            range
-        } else {
-            format!("{current},{range}")
-        };
-        if let Err(e) = std::fs::write(path, &value) {
-            eprintln!("warning: cannot reserve ports {value} in {path}: {e}");
-        }
-    });
-}
-
 /// A block of ports (postgres and API) no other cluster of this run uses, all free now.
 fn allocate_block() -> (u16, u16) {
-    reserve_ports();
     loop {
         let b = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
         assert!(
             b < 1000 / PORTS_PER_CLUSTER,
-            "port ranges 56000-56999 / 57000-57999 exhausted"
+            "port ranges 20000-20999 / 21000-21999 exhausted"
         );
         let pg = PG_BASE + b * PORTS_PER_CLUSTER;
         let api = API_BASE + b * PORTS_PER_CLUSTER;
         if (0..PORTS_PER_CLUSTER).all(|i| port_free(pg + i) && port_free(api + i)) {
             return (pg, api);
+        }
+    }
+}
+
+static NEXT_EXTRA: AtomicU16 = AtomicU16::new(EXTRA_BASE);
+
+/// `n` consecutive ports from 25000-27999 that no other test of this run took, all free now
+/// (HAProxy's and PgBouncer's listeners in the routing tests).
+pub fn extra_ports(n: u16) -> u16 {
+    loop {
+        let p = NEXT_EXTRA.fetch_add(n, Ordering::SeqCst);
+        assert!(p + n <= EXTRA_END, "port range 25000-27999 exhausted");
+        if (0..n).all(|i| port_free(p + i)) {
+            return p;
         }
     }
 }
@@ -154,7 +146,37 @@ pub fn pgha_bin() -> PathBuf {
         "{} not found: build it with `cargo build -p pgha` (or set PGHA_BIN)",
         bin.display()
     );
-    bin
+    reachable_by_postgres(bin)
+}
+
+static COPIED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// `bin` if the postgres user can execute it; else one copy, per test run, in a directory it
+/// can reach (a checkout under a private home directory is not). The copy replaces the
+/// previous run's, so at most one is ever left in the temp dir.
+fn reachable_by_postgres(bin: PathBuf) -> PathBuf {
+    let ok = Command::new("runuser")
+        .args(["-u", "postgres", "--", "test", "-x"])
+        .arg(&bin)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return bin;
+    }
+    COPIED
+        .get_or_init(|| {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = std::env::temp_dir().join("pgha-e2e-bin");
+            std::fs::create_dir_all(&dir).expect("create the e2e binary directory");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            let tmp = dir.join(format!("pgha.{}", std::process::id()));
+            std::fs::copy(&bin, &tmp).expect("copy pgha where postgres can run it");
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            let dest = dir.join("pgha");
+            std::fs::rename(&tmp, &dest).expect("rename the pgha copy");
+            dest
+        })
+        .clone()
 }
 
 /// Waits until `f` returns `Some`, polling every 50 ms, or panics after `limit` naming `what`.
