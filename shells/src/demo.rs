@@ -37,12 +37,37 @@ struct DemoNode {
 /// Everything the demo started; dropping it stops all of it.
 struct Demo {
     dir: PathBuf,
+    /// The `pgha` the daemons run: this executable, or a copy in `dir` when the postgres user
+    /// cannot reach it (a checkout under a private home directory).
+    exe: PathBuf,
     bin_dir: PathBuf,
     as_postgres: bool,
     runtime: String,
     nodes: Vec<DemoNode>,
     keep: bool,
     start: Instant,
+}
+
+/// This executable if the user the daemons run as can execute it, else a copy in `dir`.
+fn runnable_exe(dir: &Path, as_postgres: bool) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    if !as_postgres {
+        return Ok(exe);
+    }
+    let reachable = Command::new("runuser")
+        .args(["-u", "postgres", "--", "test", "-x"])
+        .arg(&exe)
+        .status()
+        .is_ok_and(|s| s.success());
+    if reachable {
+        return Ok(exe);
+    }
+    let copy = dir.join("pgha");
+    std::fs::copy(&exe, &copy)
+        .map_err(|e| format!("copy {} to {}: {e}", exe.display(), copy.display()))?;
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", copy.display()))?;
+    Ok(copy)
 }
 
 fn free_port() -> Result<u16, String> {
@@ -72,7 +97,7 @@ impl Demo {
     }
 
     fn start_daemon(&mut self, i: usize) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let exe = self.exe.clone();
         let n = &self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -330,8 +355,10 @@ fn run(args: DemoArgs) -> Result<(), String> {
         nix::unistd::chown(&dir, Some(u.uid), Some(u.gid))
             .map_err(|e| format!("chown {}: {e}", dir.display()))?;
     }
+    let exe = runnable_exe(&dir, root)?;
     let mut d = Demo {
         dir: dir.clone(),
+        exe,
         bin_dir,
         as_postgres: root,
         runtime: args.runtime,

@@ -118,7 +118,7 @@ static BUILT: std::sync::Once = std::sync::Once::new();
 /// per test run with `cargo build -p pgha` so the tests never run a stale daemon.
 pub fn pgha_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("PGHA_BIN") {
-        return PathBuf::from(p);
+        return reachable_by_postgres(PathBuf::from(p));
     }
     let exe = std::env::current_exe().expect("current_exe");
     // target/debug/deps/e2e-HASH -> target/debug/pgha
