@@ -1,0 +1,221 @@
+//! PostgreSQL clients whose every call (connect, startup and query together) is bounded:
+//! a SIGSTOPped postmaster accepts TCP and never answers, so a plain connect would hang.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+use tokio_postgres::{Client, NoTls};
+
+/// One connection to `127.0.0.1:port`, reopened after any error.
+#[derive(Debug)]
+pub struct Db {
+    rt: Runtime,
+    client: Option<Client>,
+    port: u16,
+    limit: Duration,
+}
+
+impl Db {
+    pub fn new(port: u16, limit: Duration) -> Db {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        Db {
+            rt,
+            client: None,
+            port,
+            limit,
+        }
+    }
+
+    fn run<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, String> {
+        let port = self.port;
+        let limit = self.limit;
+        let had = self.client.take().filter(|c| !c.is_closed());
+        let out = self.rt.block_on(async {
+            tokio::time::timeout(limit, async {
+                let client = match had {
+                    Some(c) => c,
+                    None => {
+                        let (c, conn) = tokio_postgres::Config::new()
+                            .host("127.0.0.1")
+                            .port(port)
+                            .user("postgres")
+                            .dbname("postgres")
+                            .connect(NoTls)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        tokio::spawn(conn);
+                        c
+                    }
+                };
+                let r = f(&client).await;
+                Ok::<_, String>((client, r))
+            })
+            .await
+        });
+        match out {
+            Err(_) => Err("timeout".into()),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((client, r))) => {
+                // Keep the connection after an SQL error (e.g. read-only): it still works.
+                self.client = Some(client);
+                r.map_err(|e| {
+                    e.as_db_error()
+                        .map(|d| d.message().to_string())
+                        .unwrap_or(e.to_string())
+                })
+            }
+        }
+    }
+
+    pub fn execute(&mut self, sql: &str) -> Result<(), String> {
+        let sql = sql.to_string();
+        self.run(async move |c| c.batch_execute(&sql).await)
+    }
+
+    /// The first column of the first row, as text.
+    pub fn query_text(&mut self, sql: &str) -> Result<String, String> {
+        let sql = sql.to_string();
+        let rows = self.run(async move |c| c.simple_query(&sql).await)?;
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .ok_or_else(|| "no row".to_string())
+    }
+
+    /// Every value of the first column.
+    pub fn query_column(&mut self, sql: &str) -> Result<Vec<String>, String> {
+        let sql = sql.to_string();
+        let rows = self.run(async move |c| c.simple_query(&sql).await)?;
+        Ok(rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// An acknowledged write: row number, the server port that acknowledged it, when.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    pub n: i64,
+    pub port: u16,
+    pub at: Instant,
+}
+
+/// A client writing numbered rows every `pace` through `port` (a server or HAProxy),
+/// reconnecting every 50 ms after an error; every acknowledgement is kept.
+#[derive(Debug)]
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn start(port: u16, run: u32, pace: Duration) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let (s, a) = (stop.clone(), acks.clone());
+        let thread = std::thread::spawn(move || {
+            let mut db = Db::new(port, Duration::from_secs(1));
+            let mut n: i64 = 0;
+            while !s.load(Ordering::SeqCst) {
+                n += 1;
+                let sql = format!(
+                    "insert into bench_rows(run, n) values ({run}, {n}) returning inet_server_port()"
+                );
+                match db.query_text(&sql) {
+                    Ok(p) => {
+                        let ack = Ack {
+                            n,
+                            port: p.parse().unwrap_or(0),
+                            at: Instant::now(),
+                        };
+                        a.lock().unwrap_or_else(|e| e.into_inner()).push(ack);
+                        std::thread::sleep(pace);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        });
+        Writer {
+            stop,
+            acks,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn acks(&self) -> Vec<Ack> {
+        self.acks.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn stop(mut self) -> Vec<Ack> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.acks()
+    }
+}
+
+/// A background loop running `probe` every `every` on its own client until it returns
+/// true once (or it is stopped); the time of that first success is kept.
+#[derive(Debug)]
+pub struct FirstSuccess {
+    stop: Arc<AtomicBool>,
+    at: Arc<Mutex<Option<Instant>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FirstSuccess {
+    pub fn start(
+        port: u16,
+        every: Duration,
+        probe: impl Fn(&mut Db) -> bool + Send + 'static,
+    ) -> FirstSuccess {
+        let stop = Arc::new(AtomicBool::new(false));
+        let at = Arc::new(Mutex::new(None));
+        let (s, a) = (stop.clone(), at.clone());
+        let thread = std::thread::spawn(move || {
+            let mut db = Db::new(port, Duration::from_secs(1));
+            while !s.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                if probe(&mut db) {
+                    *a.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    return;
+                }
+                std::thread::sleep(every.saturating_sub(t.elapsed()));
+            }
+        });
+        FirstSuccess {
+            stop,
+            at,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn get(&self) -> Option<Instant> {
+        *self.at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stop(mut self) -> Option<Instant> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.get()
+    }
+}
