@@ -123,10 +123,16 @@ fn pgha_bin() -> Result<PathBuf, String> {
     let st = cmd
         .status()
         .map_err(|e| format!("cargo build -p pgha: {e}"))?;
-    if !st.success() {
-        return Err("cargo build -p pgha failed".into());
-    }
     let bin = dir.join("pgha");
+    if !st.success() {
+        if !bin.is_file() {
+            return Err("cargo build -p pgha failed".into());
+        }
+        eprintln!(
+            "cargo build -p pgha failed: using the existing {} (it may be stale)",
+            bin.display()
+        );
+    }
     bin.is_file()
         .then_some(bin.clone())
         .ok_or_else(|| format!("{} not found", bin.display()))
