@@ -38,12 +38,13 @@ ensure_postgres() {
     apt_install postgresql-15 || apt_install postgresql
 }
 
-# The programs the routing tests use (issue 5): HAProxy, PgBouncer, iproute2.
+# The programs the routing tests use (issue 5): HAProxy, PgBouncer, iproute2, arping.
 ensure_routing_tools() {
     local missing=()
-    command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+    command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
     command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
-    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+    command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing+=(iproute2)
+    command -v arping >/dev/null 2>&1 || [ -x /usr/sbin/arping ] || missing+=(iputils-arping)
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
     fi

@@ -113,19 +113,63 @@ pub fn status(cfg: &FileConfig, as_json: bool) -> ExitCode {
     }
 }
 
-/// `pgha check primary|replica`: 0 only for a healthy master (or streaming replica).
-pub fn check(cfg: &FileConfig, want: &str) -> ExitCode {
+/// Which node `pgha check` asks: the one whose postgres is at HAProxy's server address
+/// (from its external-check arguments `<proxy_addr> <proxy_port> <server_addr> <server_port>`,
+/// else `HAPROXY_SERVER_ADDR` / `HAPROXY_SERVER_PORT`), else this node.
+pub fn check_target<'a>(
+    cfg: &'a FileConfig,
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<&'a crate::config::Endpoint, String> {
+    let server = match args {
+        [] => match (env("HAPROXY_SERVER_ADDR"), env("HAPROXY_SERVER_PORT")) {
+            (Some(a), Some(p)) if !a.is_empty() => Some((a, p)),
+            _ => None,
+        },
+        [_, _, addr, port] => Some((addr.clone(), port.clone())),
+        other => {
+            return Err(format!(
+                "expected HAProxy's four external-check arguments (<proxy_address> <proxy_port> \
+                 <server_address> <server_port>), got {}: {other:?}",
+                other.len()
+            ));
+        }
+    };
+    let Some((addr, port)) = server else {
+        return Ok(&cfg.node);
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("server port {port:?} is not a port number"))?;
+    std::iter::once(&cfg.node)
+        .chain(cfg.peers.iter())
+        .find(|e| e.port == port && (e.host == addr || e.api.ip().to_string() == addr))
+        .ok_or_else(|| {
+            format!("server {addr}:{port} is not the postgres of any node in the configuration")
+        })
+}
+
+/// `pgha check primary|replica [HAProxy's arguments]`: 0 only for a healthy master (or
+/// streaming replica).
+pub fn check(cfg: &FileConfig, want: &str, args: &[String]) -> ExitCode {
     let path = if want == "primary" {
         "/primary"
     } else {
         "/replica"
     };
-    match request(cfg.node.api, "GET", path) {
+    let target = match check_target(cfg, args, &|k| std::env::var(k).ok()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pgha check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match request(target.api, "GET", path) {
         Ok((200, _)) => ExitCode::SUCCESS,
         Ok((code, _)) => {
             eprintln!(
                 "{}: not a healthy {want} ({path} answered {code})",
-                cfg.node.name
+                target.name
             );
             ExitCode::from(1)
         }
@@ -169,5 +213,55 @@ pub fn operator(cfg: &FileConfig, what: &str) -> ExitCode {
             eprintln!("{e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_picks_the_node_haproxy_names() {
+        let dir = std::env::temp_dir();
+        let text = format!(
+            "[node]\nname = \"db0\"\nindex = 0\ndata_dir = \"{d}/db0\"\nhost = \"127.0.0.1\"\nport = 6432\napi = \"127.0.0.1:8008\"\n\n\
+             [[peers]]\nname = \"db1\"\nhost = \"127.0.0.1\"\nport = 6433\napi = \"127.0.0.1:8009\"\n\n\
+             [replication]\nenabled = true\n\n[journal]\npath = \"{d}/db0.journal\"\n",
+            d = dir.display()
+        );
+        let (cfg, _) = crate::config::parse(std::path::Path::new("x.toml"), &text).unwrap();
+        let none = |_: &str| None;
+        assert_eq!(check_target(&cfg, &[], &none).unwrap().name, "db0");
+        let args: Vec<String> = ["0.0.0.0", "5432", "127.0.0.1", "6433"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(check_target(&cfg, &args, &none).unwrap().name, "db1");
+        let env = |k: &str| match k {
+            "HAPROXY_SERVER_ADDR" => Some("127.0.0.1".to_string()),
+            "HAPROXY_SERVER_PORT" => Some("6433".to_string()),
+            _ => None,
+        };
+        assert_eq!(check_target(&cfg, &[], &env).unwrap().name, "db1");
+        let bad: Vec<String> = ["a", "b", "127.0.0.1", "99"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let e = check_target(&cfg, &bad, &none).unwrap_err();
+        assert!(e.contains("127.0.0.1:99"), "{e}");
+        let e = check_target(&cfg, &bad[..2], &none).unwrap_err();
+        assert!(e.contains("four"), "{e}");
+        let e = check_target(
+            &cfg,
+            &[
+                bad[0].clone(),
+                bad[1].clone(),
+                "127.0.0.1".into(),
+                "x".into(),
+            ],
+            &none,
+        )
+        .unwrap_err();
+        assert!(e.contains("\"x\""), "{e}");
     }
 }

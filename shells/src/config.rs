@@ -37,6 +37,96 @@ struct RawFile {
     postgres: RawPostgres,
     #[serde(default)]
     timeouts: RawTimeouts,
+    haproxy: Option<RawHaproxy>,
+    vip: Option<RawVip>,
+    pgbouncer: Option<RawPgbouncer>,
+    hooks: Option<RawHooks>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHaproxy {
+    bind: Option<String>,
+    write_port: Option<u16>,
+    readonly_port: Option<u16>,
+    check_interval: Option<f64>,
+    maxconn: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVip {
+    address: String,
+    interface: String,
+    up_command: Option<String>,
+    down_command: Option<String>,
+    arping: Option<bool>,
+    takeover_wait: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPgbouncer {
+    admin: String,
+    ini: PathBuf,
+    databases: Vec<String>,
+    pause_timeout: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    on_role_change: Option<String>,
+    on_initdb: Option<String>,
+    on_start: Option<String>,
+    on_stop: Option<String>,
+    on_clone: Option<String>,
+    on_promote: Option<String>,
+    on_follow: Option<String>,
+    on_fence: Option<String>,
+    on_unfence: Option<String>,
+    on_vip_up: Option<String>,
+    on_vip_down: Option<String>,
+    timeout: Option<f64>,
+}
+
+/// `[haproxy]`: what `pgha haproxy-config` prints.
+#[derive(Debug, Clone)]
+pub struct HaproxySettings {
+    pub bind: String,
+    pub write_port: u16,
+    pub readonly_port: u16,
+    pub check_interval_ms: u64,
+    pub maxconn: u32,
+}
+
+/// `[vip]`: the address that follows the master.
+#[derive(Debug, Clone)]
+pub struct VipSettings {
+    pub address: std::net::Ipv4Addr,
+    pub interface: String,
+    pub up_command: Option<String>,
+    pub down_command: Option<String>,
+    pub arping: bool,
+    pub takeover_wait_ms: u64,
+}
+
+/// `[pgbouncer]`: the pooler that is paused and repointed on failover.
+#[derive(Debug, Clone)]
+pub struct PgbouncerSettings {
+    pub admin: String,
+    pub ini: PathBuf,
+    pub databases: Vec<String>,
+    pub pause_timeout_ms: u64,
+}
+
+/// `[hooks]`: user commands (run with `sh -c`).
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    pub on_role_change: Option<String>,
+    /// Per command kind: (key, command), e.g. ("on_promote", "...").
+    pub after: Vec<(&'static str, String)>,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +261,10 @@ pub struct FileConfig {
     pub journal: PathBuf,
     pub pg: PgSettings,
     pub timeouts: Timeouts,
+    pub haproxy: HaproxySettings,
+    pub vip: Option<VipSettings>,
+    pub pgbouncer: Option<PgbouncerSettings>,
+    pub hooks: Hooks,
     /// What the core decides with.
     pub core: pgha_core::Config,
 }
@@ -367,9 +461,12 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
         probe_interval_ms: secs(file, "replication.probe_interval", repl.probe_interval)?,
         transition_bound_ms: secs(file, "replication.transition_bound", repl.transition_bound)?,
         split_brain,
-        vip: false,
-        proxy: false,
-        hooks: false,
+        vip: raw.vip.is_some(),
+        proxy: raw.pgbouncer.is_some(),
+        hooks: raw
+            .hooks
+            .as_ref()
+            .is_some_and(|h| h.on_role_change.is_some()),
     };
     if topology == Topology::Standalone && !peers.is_empty() {
         return Err(err(
@@ -476,6 +573,120 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
         basebackup_ms: ms("timeouts.basebackup", t.basebackup, 3600.0)?,
         command_ms: ms("timeouts.command", t.command, 30.0)?,
     };
+    let haproxy = {
+        let h = raw.haproxy.clone();
+        let h = h.as_ref();
+        let interval = h.and_then(|h| h.check_interval).unwrap_or(1.0);
+        let check_interval_ms = secs(file, "haproxy.check_interval", interval)?;
+        if check_interval_ms < 10 {
+            return Err(err(
+                file,
+                format!("haproxy.check_interval = {interval}: at least 0.01 s"),
+            ));
+        }
+        HaproxySettings {
+            bind: h.and_then(|h| h.bind.clone()).unwrap_or_else(|| "*".into()),
+            write_port: h.and_then(|h| h.write_port).unwrap_or(5432),
+            readonly_port: h.and_then(|h| h.readonly_port).unwrap_or(7432),
+            check_interval_ms,
+            maxconn: h.and_then(|h| h.maxconn).unwrap_or(1000),
+        }
+    };
+    if haproxy.write_port == haproxy.readonly_port {
+        return Err(err(
+            file,
+            format!(
+                "haproxy.write_port and haproxy.readonly_port are both {}",
+                haproxy.write_port
+            ),
+        ));
+    }
+    let vip = match &raw.vip {
+        None => None,
+        Some(v) => {
+            let address = v.address.parse().map_err(|_| {
+                err(
+                    file,
+                    format!("vip.address = {:?}: expected an IPv4 address", v.address),
+                )
+            })?;
+            let ok_iface = !v.interface.is_empty()
+                && v.interface.len() < 16
+                && v.interface
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+            if !ok_iface {
+                return Err(err(
+                    file,
+                    format!("vip.interface = {:?}: not an interface name", v.interface),
+                ));
+            }
+            Some(VipSettings {
+                address,
+                interface: v.interface.clone(),
+                up_command: v.up_command.clone(),
+                down_command: v.down_command.clone(),
+                arping: v.arping.unwrap_or(true),
+                takeover_wait_ms: secs(file, "vip.takeover_wait", v.takeover_wait.unwrap_or(3.0))?,
+            })
+        }
+    };
+    let pgbouncer = match &raw.pgbouncer {
+        None => None,
+        Some(b) => {
+            if b.databases.is_empty() {
+                return Err(err(
+                    file,
+                    "pgbouncer.databases must name at least one database",
+                ));
+            }
+            if let Some(d) = b.databases.iter().find(|d| {
+                d.is_empty()
+                    || !d
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            }) {
+                return Err(err(
+                    file,
+                    format!("pgbouncer.databases: {d:?} is not a database name pgha can rewrite"),
+                ));
+            }
+            check_parent(file, "pgbouncer.ini", &b.ini)?;
+            Some(PgbouncerSettings {
+                admin: b.admin.clone(),
+                ini: b.ini.clone(),
+                databases: b.databases.clone(),
+                pause_timeout_ms: secs(
+                    file,
+                    "pgbouncer.pause_timeout",
+                    b.pause_timeout.unwrap_or(10.0),
+                )?,
+            })
+        }
+    };
+    let hooks = {
+        let h = raw.hooks.clone().unwrap_or_default();
+        let after = [
+            ("on_initdb", h.on_initdb),
+            ("on_start", h.on_start),
+            ("on_stop", h.on_stop),
+            ("on_clone", h.on_clone),
+            ("on_promote", h.on_promote),
+            ("on_follow", h.on_follow),
+            ("on_fence", h.on_fence),
+            ("on_unfence", h.on_unfence),
+            ("on_vip_up", h.on_vip_up),
+            ("on_vip_down", h.on_vip_down),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+        Hooks {
+            on_role_change: h.on_role_change,
+            after,
+            timeout_ms: secs(file, "hooks.timeout", h.timeout.unwrap_or(30.0))?,
+        }
+    };
     Ok((
         FileConfig {
             node,
@@ -486,6 +697,10 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
             journal: raw.journal.path,
             pg,
             timeouts,
+            haproxy,
+            vip,
+            pgbouncer,
+            hooks,
             core,
         },
         warnings,

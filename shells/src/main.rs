@@ -17,6 +17,7 @@ mod config;
 mod daemon;
 mod demo;
 mod effectors;
+mod haproxy;
 mod journal_cli;
 mod runtime;
 
@@ -64,11 +65,25 @@ enum Cmd {
         json: bool,
     },
     /// Exit 0 only when the local node is a healthy master (or streaming replica).
+    ///
+    /// As HAProxy's `external-check command` (through a one-line wrapper script), it takes
+    /// HAProxy's arguments `<proxy_address> <proxy_port> <server_address> <server_port>` (or
+    /// its HAPROXY_SERVER_ADDR / HAPROXY_SERVER_PORT environment) and checks the node whose
+    /// postgres is at that server address, through that node's API.
     Check {
         #[arg(long)]
         config: PathBuf,
         #[arg(value_enum)]
         role: CheckRole,
+        /// HAProxy's external-check arguments (optional).
+        #[arg(num_args = 0..=4, value_name = "HAPROXY_ARGS")]
+        haproxy: Vec<String>,
+    },
+    /// Print an HAProxy configuration for this cluster: a write port that reaches only the
+    /// master, and a read-only port that reaches the replica ([haproxy] in the configuration).
+    HaproxyConfig {
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Clear a split-brain fence on the running daemon: it leads, or rejoins the master.
     Recover {
@@ -124,14 +139,23 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Run { config, runtime } => run(&config, runtime),
         Cmd::Status { config, json } => with(&config, &|c| client::status(c, json)),
-        Cmd::Check { config, role } => with(&config, &|c| {
+        Cmd::Check {
+            config,
+            role,
+            haproxy,
+        } => with(&config, &|c| {
             client::check(
                 c,
                 match role {
                     CheckRole::Primary => "primary",
                     CheckRole::Replica => "replica",
                 },
+                &haproxy,
             )
+        }),
+        Cmd::HaproxyConfig { config } => with(&config, &|c| {
+            print!("{}", haproxy::render(c));
+            ExitCode::SUCCESS
         }),
         Cmd::Recover { config } => with(&config, &|c| client::operator(c, "recover")),
         Cmd::Promote { config } => with(&config, &|c| client::operator(c, "promote")),
@@ -179,7 +203,7 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         }
     };
     let status = d.status_handle();
-    let eff = effectors::Effectors::new(cfg.clone());
+    let eff = effectors::Effectors::new(cfg.clone()).with_status(status.clone());
     // One channel type per runtime; the API and the signal handler only need "send".
     let (submit, start): (api::Submit, Box<dyn FnOnce() -> Result<(), String>>) = match kind {
         RuntimeKind::Threads => {

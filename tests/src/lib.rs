@@ -264,6 +264,9 @@ pub struct Extra {
     pub replication: String,
     /// Lines added to `[postgres]`.
     pub postgres: String,
+    /// Whole sections appended to every node's file (`[haproxy]`, `[vip]`, ...); `{node}` is
+    /// replaced by the node's name.
+    pub sections: String,
 }
 
 impl Cluster {
@@ -349,6 +352,8 @@ impl Cluster {
             extra.postgres,
             n.journal.display()
         ));
+        s.push('\n');
+        s.push_str(&extra.sections.replace("{node}", &n.name));
         s
     }
 
@@ -645,4 +650,77 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A program a test started (HAProxy, PgBouncer, a client loop): killed by its PID and reaped
+/// on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub what: String,
+    child: Child,
+}
+
+impl Proc {
+    /// Starts `cmd` with its output appended to `log`.
+    pub fn spawn(what: &str, mut cmd: Command, log: &Path) -> Proc {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Proc {
+            what: what.to_string(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.running() {
+            signal(self.pid(), nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = wait_child(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+/// A connection to a postgres (or PgBouncer, or HAProxy) port on loopback.
+pub fn connect_port(
+    port: u16,
+    dbname: &str,
+    timeout: Duration,
+) -> Result<postgres::Client, String> {
+    postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .dbname(dbname)
+        .connect_timeout(timeout)
+        .connect(postgres::NoTls)
+        .map_err(|e| e.to_string())
+}
+
+/// `select pg_is_in_recovery()` through `port`: Some(true) on a replica.
+pub fn in_recovery(port: u16) -> Option<bool> {
+    let mut c = connect_port(port, "postgres", Duration::from_secs(1)).ok()?;
+    let rows = c.simple_query("select pg_is_in_recovery()").ok()?;
+    rows.iter().find_map(|m| match m {
+        postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "t"),
+        _ => None,
+    })
 }

@@ -9,8 +9,10 @@ use pgha_tests::{Cluster, Extra, failover_bound, wait_for};
 const BOOT: Duration = Duration::from_secs(40);
 const REJOIN: Duration = Duration::from_secs(40);
 
+mod routing;
+
 /// Starts a two-node cluster and waits for db0 master, db1 streaming replica.
-fn bootstrapped(name: &str, rt: &'static str, extra: Extra) -> Cluster {
+pub(crate) fn bootstrapped(name: &str, rt: &'static str, extra: Extra) -> Cluster {
     let mut c = Cluster::with(name, rt, 2, extra);
     c.start_all();
     c.wait_state(0, "master", BOOT);

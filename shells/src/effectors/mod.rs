@@ -5,14 +5,27 @@
 pub mod pg;
 pub mod probe;
 pub mod process;
+pub mod routing;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pgha_core::{CommandKind, Failure, LocalFacts, PeerId};
+use pgha_core::{CommandKind, Failure, Hook, LocalFacts, PeerId};
 
 use crate::config::FileConfig;
+use crate::daemon::Status;
 pub use probe::ProbeDetail;
+
+type HookJob = (
+    Arc<FileConfig>,
+    &'static str,
+    String,
+    Vec<(&'static str, String)>,
+);
+
+/// The worker that runs per-command hooks in order.
+static HOOKS: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<HookJob>>> =
+    std::sync::OnceLock::new();
 
 /// What a probe command targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +48,105 @@ impl ProbeTarget {
 #[derive(Debug, Clone)]
 pub struct Effectors {
     cfg: Arc<FileConfig>,
+    /// The daemon's status (role, timeline, last reason) for the hooks' environment.
+    status: Option<Arc<Mutex<Status>>>,
 }
 
 impl Effectors {
     pub fn new(cfg: Arc<FileConfig>) -> Effectors {
-        Effectors { cfg }
+        Effectors { cfg, status: None }
+    }
+
+    pub fn with_status(mut self, status: Arc<Mutex<Status>>) -> Effectors {
+        self.status = Some(status);
+        self
+    }
+
+    /// PGHA_ROLE, PGHA_TIMELINE, PGHA_REASON (one line) and PGHA_STATE from the status.
+    fn hook_env(&self, role: Option<pgha_core::Role>) -> Vec<(&'static str, String)> {
+        let s = self
+            .status
+            .as_ref()
+            .and_then(|s| s.lock().ok().map(|s| s.clone()));
+        let (srole, state, timeline, reason) = match &s {
+            Some(s) => (
+                s.role.clone(),
+                s.state.clone(),
+                s.timeline.map(|t| t.to_string()).unwrap_or_default(),
+                s.last_transition
+                    .as_ref()
+                    .map(|t| t.reason.replace(['\n', '\r'], " "))
+                    .unwrap_or_default(),
+            ),
+            None => Default::default(),
+        };
+        vec![
+            (
+                "PGHA_ROLE",
+                role.map(|r| r.name().to_string()).unwrap_or(srole),
+            ),
+            ("PGHA_STATE", state),
+            ("PGHA_TIMELINE", timeline),
+            ("PGHA_REASON", reason),
+        ]
+    }
+
+    /// The per-command hook key of a command kind (`[hooks] on_promote`, ...).
+    fn hook_key(kind: CommandKind) -> Option<&'static str> {
+        Some(match kind {
+            CommandKind::InitDataDir => "on_initdb",
+            CommandKind::StartPostgres(_) => "on_start",
+            CommandKind::StopPostgres(_) => "on_stop",
+            CommandKind::Basebackup { .. } => "on_clone",
+            CommandKind::Promote => "on_promote",
+            CommandKind::Follow { .. } => "on_follow",
+            CommandKind::Fence => "on_fence",
+            CommandKind::Unfence => "on_unfence",
+            CommandKind::AcquireVip => "on_vip_up",
+            CommandKind::ReleaseVip => "on_vip_down",
+            _ => return None,
+        })
+    }
+
+    /// Queues the `[hooks]` command configured for after `kind`, if any, with the command's
+    /// outcome in PGHA_OUTCOME. The hooks run in order on a worker of their own, so a slow
+    /// hook never delays the next action (a VIP, a promotion); a failure is logged and does
+    /// not change the command's outcome.
+    pub fn after_hook(&self, kind: CommandKind, outcome: &Result<(), Failure>) {
+        let Some(key) = Self::hook_key(kind) else {
+            return;
+        };
+        let Some((_, cmd)) = self.cfg.hooks.after.iter().find(|(k, _)| *k == key) else {
+            return;
+        };
+        let mut env = self.hook_env(None);
+        env.push(("PGHA_COMMAND", kind.name().to_string()));
+        env.push((
+            "PGHA_OUTCOME",
+            match outcome {
+                Ok(()) => "ok".to_string(),
+                Err(f) => format!("{f:?}"),
+            },
+        ));
+        let job: HookJob = (self.cfg.clone(), key, cmd.clone(), env);
+        let sent = HOOKS
+            .get_or_init(|| {
+                let (tx, rx) = std::sync::mpsc::channel::<HookJob>();
+                let _ = std::thread::Builder::new()
+                    .name("pgha-hooks".into())
+                    .spawn(move || {
+                        for (cfg, key, cmd, env) in rx {
+                            let _ = routing::run_hook(&cfg, key, &cmd, &env);
+                        }
+                    });
+                Mutex::new(tx)
+            })
+            .lock()
+            .map(|tx| tx.send(job).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            log::warn!("hook {key}: the hook worker is gone; not run");
+        }
     }
 
     /// The facts the core starts from.
@@ -82,6 +189,12 @@ impl Effectors {
             CommandKind::StopPostgres(_) => t.stop_ms,
             CommandKind::Basebackup { .. } => t.basebackup_ms,
             CommandKind::Promote => t.promote_ms,
+            CommandKind::PauseProxy => self
+                .cfg
+                .pgbouncer
+                .as_ref()
+                .map_or(t.command_ms, |b| b.pause_timeout_ms),
+            CommandKind::RunHook(_) => self.cfg.hooks.timeout_ms,
             _ => t.command_ms,
         };
         // A margin over the effector's own limit, so the effector reports first.
@@ -100,15 +213,19 @@ impl Effectors {
             CommandKind::Follow { upstream } => pg::follow(c, upstream),
             CommandKind::Fence => pg::set_fence(c, true),
             CommandKind::Unfence => pg::set_fence(c, false),
-            CommandKind::AcquireVip
-            | CommandKind::ReleaseVip
-            | CommandKind::RepointProxy(_)
-            | CommandKind::PauseProxy
-            | CommandKind::ResumeProxy
-            | CommandKind::RunHook(_) => {
-                log::debug!("{}: nothing configured to do", kind.name());
-                Ok(())
-            }
+            CommandKind::AcquireVip => routing::vip_up(c),
+            CommandKind::ReleaseVip => routing::vip_down(c),
+            CommandKind::RepointProxy(target) => routing::pgbouncer_repoint(c, target),
+            CommandKind::PauseProxy => routing::pgbouncer_pause(c),
+            CommandKind::ResumeProxy => routing::pgbouncer_resume(c),
+            CommandKind::RunHook(Hook::RoleChange { role }) => match &c.hooks.on_role_change {
+                Some(cmd) => {
+                    let mut env = self.hook_env(Some(role));
+                    env.push(("PGHA_COMMAND", kind.name().to_string()));
+                    routing::run_hook(c, "on_role_change", cmd, &env)
+                }
+                None => Ok(()),
+            },
             CommandKind::ProbeLocal | CommandKind::ProbePeer(_) => Err(Failure::Refused),
         }
     }

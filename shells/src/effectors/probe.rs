@@ -111,20 +111,34 @@ fn with_client<T, F>(target: &Target, limit: Duration, f: F) -> Result<T, SqlFai
 where
     F: AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SqlFailure::Query(format!("cannot build a runtime: {e}")))?;
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&target.host)
         .port(target.port)
         .user(&target.user)
         .dbname(&target.dbname)
-        .application_name(&target.application_name)
-        .connect_timeout(limit);
+        .application_name(&target.application_name);
     if let Some(p) = &target.password {
         cfg.password(p);
     }
+    let what = format!("{}:{}", target.host, target.port);
+    with_config(cfg, &what, limit, f)
+}
+
+/// One exchange on a connection described by `cfg`, bounded as a whole by `limit`.
+fn with_config<T, F>(
+    mut cfg: tokio_postgres::Config,
+    what: &str,
+    limit: Duration,
+    f: F,
+) -> Result<T, SqlFailure>
+where
+    F: AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SqlFailure::Query(format!("cannot build a runtime: {e}")))?;
+    cfg.connect_timeout(limit);
     rt.block_on(async move {
         let work = async {
             let (client, connection) = cfg.connect(tokio_postgres::NoTls).await?;
@@ -139,7 +153,7 @@ where
             Ok(Err(e)) => {
                 let r = classify(&e);
                 if r == ProbeResult::OtherError {
-                    log::debug!("{}:{}: {e}", target.host, target.port);
+                    log::debug!("{what}: {e}");
                     if e.as_db_error().is_some() {
                         return Err(SqlFailure::Query(e.to_string()));
                     }
@@ -223,6 +237,19 @@ pub fn query_one(
         tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
         _ => None,
     }))
+}
+
+/// One statement on a connection string (`host=... port=... user=... dbname=...`), e.g.
+/// PgBouncer's admin console, bounded as a whole by `limit`. SQL errors come back as
+/// [`SqlFailure::Query`] with the server's message.
+pub fn run_on(conninfo: &str, limit: Duration, sql: &str) -> Result<(), SqlFailure> {
+    let cfg: tokio_postgres::Config = conninfo
+        .parse()
+        .map_err(|e| SqlFailure::Query(format!("bad connection string: {e}")))?;
+    let sql = sql.to_string();
+    with_config(cfg, "admin console", limit, async move |c| {
+        c.simple_query(&sql).await.map(|_| ())
+    })
 }
 
 #[cfg(test)]

@@ -121,6 +121,7 @@ pub fn run_action(eff: &Effectors, kind: CommandKind) -> (Result<(), Failure>, u
             }
         },
     };
+    eff.after_hook(kind, &outcome);
     let ms = start.elapsed().as_millis() as u64;
     match outcome {
         Ok(()) => log::debug!("{} succeeded in {ms} ms", kind.name()),
