@@ -201,6 +201,7 @@ struct RawPostgres {
     password: Option<String>,
     dbname: Option<String>,
     socket_dir: Option<PathBuf>,
+    listen_addresses: Option<String>,
     log_file: Option<PathBuf>,
     initdb_args: Option<Vec<String>>,
     basebackup_args: Option<Vec<String>>,
@@ -233,6 +234,8 @@ pub struct PgSettings {
     pub password: Option<String>,
     pub dbname: String,
     pub socket_dir: Option<PathBuf>,
+    /// postgres's `listen_addresses` (default `node.host`; `"*"` to also take a VIP).
+    pub listen_addresses: Option<String>,
     pub log_file: PathBuf,
     pub initdb_args: Vec<String>,
     /// Extra arguments for pg_basebackup (e.g. `--max-rate=32M`).
@@ -553,6 +556,7 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
         password: pgraw.password.clone(),
         dbname: pgraw.dbname.clone().unwrap_or_else(|| "postgres".into()),
         socket_dir: pgraw.socket_dir.clone(),
+        listen_addresses: pgraw.listen_addresses.clone(),
         log_file: pgraw
             .log_file
             .clone()

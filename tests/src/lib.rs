@@ -236,6 +236,9 @@ fn chown_postgres(path: &Path) {
 #[derive(Debug)]
 pub struct Node {
     pub name: String,
+    pub host: String,
+    /// The network namespace its pgha runs in (None: this one).
+    pub netns: Option<String>,
     pub index: u32,
     pub pg_port: u16,
     pub api: SocketAddr,
@@ -267,6 +270,15 @@ pub struct Extra {
     /// Whole sections appended to every node's file (`[haproxy]`, `[vip]`, ...); `{node}` is
     /// replaced by the node's name.
     pub sections: String,
+    /// Node `i`'s address (postgres and API) instead of 127.0.0.1.
+    pub hosts: Vec<String>,
+    /// Every node's postgres on the same port (nodes on hosts of their own, behind one VIP).
+    pub same_port: bool,
+    /// `node.bin_dir` instead of PostgreSQL's own (e.g. wrappers around its programs).
+    pub bin_dir: Option<PathBuf>,
+    /// Node `i`'s pgha runs inside this network namespace, as postgres with the ambient
+    /// capabilities CAP_NET_ADMIN and CAP_NET_RAW (for the VIP), through `setpriv`.
+    pub netns: Vec<String>,
 }
 
 impl Cluster {
@@ -298,11 +310,19 @@ impl Cluster {
         let mut nodes = Vec::new();
         for i in 0..n {
             let name = format!("db{i}");
+            let host = extra
+                .hosts
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1".into());
+            let ip: std::net::IpAddr = host.parse().expect("a host address");
             nodes.push(Node {
                 name: name.clone(),
+                host,
+                netns: extra.netns.get(i).cloned(),
                 index: i as u32,
-                pg_port: pg + i as u16,
-                api: SocketAddr::from(([127, 0, 0, 1], api + i as u16)),
+                pg_port: if extra.same_port { pg } else { pg + i as u16 },
+                api: SocketAddr::new(ip, api + i as u16),
                 data_dir: dir.join(&name),
                 config: dir.join(format!("{name}.toml")),
                 journal: dir.join(format!("{name}.journal")),
@@ -329,10 +349,16 @@ impl Cluster {
     pub fn config_text(&self, i: usize, extra: &Extra) -> String {
         let n = &self.nodes[i];
         let mut s = format!(
-            "[node]\nname = \"{}\"\nindex = {}\ndata_dir = \"{}\"\nbin_dir = \"{PG_BIN}\"\nhost = \"127.0.0.1\"\nport = {}\napi = \"{}\"\n\n",
+            "[node]\nname = \"{}\"\nindex = {}\ndata_dir = \"{}\"\nbin_dir = \"{}\"\nhost = \"{}\"\nport = {}\napi = \"{}\"\n\n",
             n.name,
             n.index,
             n.data_dir.display(),
+            extra
+                .bin_dir
+                .as_deref()
+                .unwrap_or(Path::new(PG_BIN))
+                .display(),
+            n.host,
             n.pg_port,
             n.api
         );
@@ -341,14 +367,22 @@ impl Cluster {
                 continue;
             }
             s.push_str(&format!(
-                "[[peers]]\nname = \"{}\"\nindex = {}\nhost = \"127.0.0.1\"\nport = {}\napi = \"{}\"\n\n",
-                p.name, p.index, p.pg_port, p.api
+                "[[peers]]\nname = \"{}\"\nindex = {}\nhost = \"{}\"\nport = {}\napi = \"{}\"\n\n",
+                p.name, p.index, p.host, p.pg_port, p.api
             ));
         }
         s.push_str(&format!(
             "[replication]\nenabled = true\ngrace = 3\ngrace_stagger = 1\ntransition_bound = 3\nconnect_timeout = {CONNECT_TIMEOUT}\npsql_error_count = {PSQL_ERROR_COUNT}\nprobe_interval = {PROBE_INTERVAL}\n{}\n\n[postgres]\nsocket_dir = \"{}\"\n{}\n\n[timeouts]\nstart = 30\nstop = 30\nbasebackup = 60\n\n[journal]\npath = \"{}\"\n",
             extra.replication,
-            self.dir.display(),
+            if extra.same_port {
+                // One port on every host: one socket directory each.
+                let d = self.dir.join(format!("{}-sock", n.name));
+                let _ = std::fs::create_dir_all(&d);
+                d
+            } else {
+                self.dir.clone()
+            }
+            .display(),
             extra.postgres,
             n.journal.display()
         ));
@@ -368,8 +402,22 @@ impl Cluster {
             .append(true)
             .open(&n.log)
             .expect("open log");
-        let child = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
+        let mut cmd = match &n.netns {
+            None => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]);
+                c
+            }
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "setpriv"])
+                    .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
+                    .args(["--inh-caps=+net_admin,+net_raw"])
+                    .args(["--ambient-caps=+net_admin,+net_raw", "--"]);
+                c
+            }
+        };
+        let child = cmd
             .arg(pgha_bin())
             .arg("run")
             .arg("--config")
@@ -395,6 +443,11 @@ impl Cluster {
     pub fn daemon_pid(&self, i: usize) -> Option<i32> {
         let child = self.nodes[i].daemon.as_ref()?;
         let rid = child.id();
+        // `ip netns exec ... setpriv ... pgha` execs all the way: the child is pgha itself.
+        let comm = std::fs::read_to_string(format!("/proc/{rid}/comm")).unwrap_or_default();
+        if comm.trim() == "pgha" {
+            return Some(rid as i32);
+        }
         wait_for_opt(Duration::from_secs(5), || {
             let text = std::fs::read_to_string(format!("/proc/{rid}/task/{rid}/children")).ok()?;
             text.split_whitespace().next()?.parse().ok()
@@ -488,7 +541,7 @@ impl Cluster {
     /// A connection to node `i`'s postgres.
     pub fn connect(&self, i: usize) -> Result<postgres::Client, postgres::Error> {
         postgres::Config::new()
-            .host("127.0.0.1")
+            .host(&self.nodes[i].host)
             .port(self.nodes[i].pg_port)
             .user("postgres")
             .dbname("postgres")
@@ -723,4 +776,123 @@ pub fn in_recovery(port: u16) -> Option<bool> {
         postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "t"),
         _ => None,
     })
+}
+
+/// The documentation network of the namespace tests. Not 192.0.2.0/24: machines of this kind
+/// use that one for their own uplink (192.0.2.2/24, gateway 192.0.2.1).
+pub const TEST_NET: &str = "198.51.100";
+
+/// Hosts on one machine: a network namespace per host, each with `eth0` on a bridge in this
+/// namespace, which has [`TEST_NET`].1/24 on the bridge so the test reaches every host.
+/// Removed on drop (the namespaces, their veths and the bridge).
+#[derive(Debug)]
+pub struct Net {
+    pub ns: Vec<String>,
+    bridge: String,
+}
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Net {
+    /// One namespace per address in `hosts` (e.g. "192.0.2.10").
+    pub fn new(hosts: &[&str]) -> Net {
+        let id = std::process::id() % 100_000;
+        let bridge = format!("pghabr{id}");
+        let mut net = Net {
+            ns: Vec::new(),
+            bridge: bridge.clone(),
+        };
+        let subnet = format!("{TEST_NET}.0/24");
+        let routes = ip(&["route", "show", &subnet]).unwrap_or_default();
+        assert!(
+            routes.trim().is_empty() || routes.contains(&bridge),
+            "{subnet} is already in use on this machine ({routes}): the namespace tests need it"
+        );
+        let _ = ip(&["link", "del", &bridge]);
+        ip(&["link", "add", &bridge, "type", "bridge"]).unwrap();
+        ip(&["addr", "add", &format!("{TEST_NET}.1/24"), "dev", &bridge]).unwrap();
+        ip(&["link", "set", &bridge, "up"]).unwrap();
+        for (k, h) in hosts.iter().enumerate() {
+            let ns = format!("pgha{id}h{k}");
+            let _ = ip(&["netns", "del", &ns]);
+            ip(&["netns", "add", &ns]).unwrap();
+            net.ns.push(ns.clone());
+            let outer = format!("pgv{id}h{k}");
+            ip(&[
+                "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &outer,
+            ])
+            .unwrap();
+            ip(&["link", "set", &outer, "master", &bridge, "up"]).unwrap();
+            ip(&["-n", &ns, "link", "set", "lo", "up"]).unwrap();
+            ip(&["-n", &ns, "addr", "add", &format!("{h}/24"), "dev", "eth0"]).unwrap();
+            ip(&["-n", &ns, "link", "set", "eth0", "up"]).unwrap();
+        }
+        net
+    }
+
+    /// Whether host `k` has `addr` on its eth0.
+    pub fn holds(&self, k: usize, addr: &str) -> bool {
+        ip(&["-n", &self.ns[k], "-o", "-4", "addr", "show", "dev", "eth0"])
+            .map(|o| o.contains(&format!(" {addr}/")))
+            .unwrap_or(false)
+    }
+
+    /// Runs a program inside host `k`'s namespace (as root).
+    pub fn exec(&self, k: usize, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns[k]])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in &self.ns {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
+
+/// A `bin_dir` in `dir` whose `initdb` also trusts `net` (e.g. "192.0.2.0/24") in
+/// `pg_hba.conf`, for clusters whose nodes reach each other over that network; the other
+/// programs are PostgreSQL's own.
+pub fn bin_dir_trusting(dir: &Path, net: &str) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for p in [
+        "pg_ctl",
+        "pg_basebackup",
+        "pg_controldata",
+        "postgres",
+        "psql",
+    ] {
+        let _ = std::os::unix::fs::symlink(Path::new(PG_BIN).join(p), bin.join(p));
+    }
+    let script = format!(
+        "#!/bin/sh\n{PG_BIN}/initdb \"$@\" || exit $?\nwhile [ $# -gt 0 ]; do [ \"$1\" = -D ] && d=$2; shift; done\n\
+         printf 'host all all {net} trust\\nhost replication all {net} trust\\n' >> \"$d/pg_hba.conf\"\n"
+    );
+    let initdb = bin.join("initdb");
+    std::fs::write(&initdb, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&initdb, std::fs::Permissions::from_mode(0o755)).unwrap();
+    chown_postgres(&bin);
+    bin
 }

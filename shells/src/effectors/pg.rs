@@ -346,7 +346,7 @@ pub fn start(c: &FileConfig, target: StartAs) -> Result<(), Failure> {
     let mut opts = format!(
         "-p {} -c listen_addresses={} -c cluster_name={}",
         c.node.port,
-        shell_quote(&c.node.host),
+        shell_quote(c.pg.listen_addresses.as_deref().unwrap_or(&c.node.host)),
         shell_quote(&c.node.name)
     );
     if let Some(dir) = &c.pg.socket_dir {

@@ -2,11 +2,14 @@
 //! read-only ports), a VIP in network namespaces, PgBouncer pause and repoint, hooks.
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use pgha_tests::{
-    CONNECT_TIMEOUT, Cluster, Extra, PSQL_ERROR_COUNT, Proc, extra_ports, in_recovery, wait_for,
+    CONNECT_TIMEOUT, Cluster, Extra, Net, PSQL_ERROR_COUNT, Proc, bin_dir_trusting, extra_ports,
+    in_recovery, wait_for,
 };
 
 use super::bootstrapped;
@@ -138,4 +141,120 @@ fn haproxy_sends_the_write_port_to_the_master_and_the_readonly_port_to_the_repli
         || in_recovery(readonly)?.then_some(()),
     );
     assert_eq!(in_recovery(write), Some(false));
+}
+
+/// `select pg_is_in_recovery()` from the client host, through `addr:port` (psql, 1 s bound).
+fn client_in_recovery(net: &Net, addr: &str, port: u16) -> Option<bool> {
+    let out = net.exec(
+        2,
+        &[
+            "env",
+            "PGCONNECT_TIMEOUT=1",
+            &format!("{}/psql", pgha_tests::PG_BIN),
+            "-h",
+            addr,
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-Atc",
+            "select pg_is_in_recovery()",
+        ],
+    );
+    if !out.status.success() {
+        return None;
+    }
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "t" => Some(true),
+        "f" => Some(false),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_vip_follows_the_master_between_network_namespaces_and_is_never_on_both() {
+    const VIP: &str = "198.51.100.100";
+    let net = Net::new(&["198.51.100.10", "198.51.100.11", "198.51.100.20"]);
+    let bin_root = std::env::temp_dir().join(format!("pgha-e2e-vipbin-{}", std::process::id()));
+    let bin = bin_dir_trusting(&bin_root, "198.51.100.0/24");
+    let extra = Extra {
+        hosts: vec!["198.51.100.10".into(), "198.51.100.11".into()],
+        netns: vec![net.ns[0].clone(), net.ns[1].clone()],
+        same_port: true,
+        bin_dir: Some(bin),
+        postgres: "listen_addresses = \"*\"".into(),
+        sections: format!("[vip]\naddress = \"{VIP}\"\ninterface = \"eth0\"\ntakeover_wait = 3\n"),
+        ..Extra::default()
+    };
+    let mut c = Cluster::with("vip", "threads", 2, extra);
+    let port = c.nodes[0].pg_port;
+    c.start(0);
+    c.wait_state(0, "master", Duration::from_secs(40));
+    c.start(1);
+    c.wait_state(1, "replica", Duration::from_secs(40));
+    wait_for(Duration::from_secs(10), "db0 to hold the VIP", || {
+        (net.holds(0, VIP) && !net.holds(1, VIP)).then_some(())
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "the client to reach db0 via the VIP",
+        || (!client_in_recovery(&net, VIP, port)?).then_some(()),
+    );
+
+    // Sample who holds the VIP while the master fails over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let both = Arc::new(AtomicUsize::new(0));
+    let samples = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (stop, both, samples) = (stop.clone(), both.clone(), samples.clone());
+        let ns = net.ns.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let held = |k: usize| {
+                    Command::new("ip")
+                        .args(["-n", &ns[k], "-o", "-4", "addr", "show", "dev", "eth0"])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {VIP}/")))
+                        .unwrap_or(false)
+                };
+                if held(0) && held(1) {
+                    both.fetch_add(1, Ordering::SeqCst);
+                }
+                samples.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    // The master's postgres dies; its daemon lives and gives the VIP up.
+    c.signal_postmaster(0, Signal::SIGKILL);
+    let t0 = Instant::now();
+    wait_for(
+        Duration::from_secs(30),
+        "the client to reach db1 via the VIP",
+        || (!client_in_recovery(&net, VIP, port)?).then_some(()),
+    );
+    let took = t0.elapsed();
+    assert!(net.holds(1, VIP), "db1 does not hold the VIP");
+    assert_eq!(c.state(1).as_deref(), Some("master"));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let _ = sampler.join();
+    eprintln!(
+        "VIP: the client reached the new master through it {:.2} s after the SIGKILL; \
+         {} samples, {} with both nodes holding it",
+        took.as_secs_f64(),
+        samples.load(Ordering::SeqCst),
+        both.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        both.load(Ordering::SeqCst),
+        0,
+        "both nodes held the VIP\n{}",
+        c.logs()
+    );
+    assert!(!net.holds(0, VIP), "db0 still holds the VIP");
+    drop(c);
+    let _ = std::fs::remove_dir_all(&bin_root);
 }
