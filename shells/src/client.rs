@@ -222,13 +222,7 @@ mod tests {
 
     #[test]
     fn check_picks_the_node_haproxy_names() {
-        let dir = std::env::temp_dir();
-        let text = format!(
-            "[node]\nname = \"db0\"\nindex = 0\ndata_dir = \"{d}/db0\"\nhost = \"127.0.0.1\"\nport = 6432\napi = \"127.0.0.1:8008\"\n\n\
-             [[peers]]\nname = \"db1\"\nhost = \"127.0.0.1\"\nport = 6433\napi = \"127.0.0.1:8009\"\n\n\
-             [replication]\nenabled = true\n\n[journal]\npath = \"{d}/db0.journal\"\n",
-            d = dir.display()
-        );
+        let text = crate::config::tests::sample(&std::env::temp_dir());
         let (cfg, _) = crate::config::parse(std::path::Path::new("x.toml"), &text).unwrap();
         let none = |_: &str| None;
         assert_eq!(check_target(&cfg, &[], &none).unwrap().name, "db0");

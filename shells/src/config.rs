@@ -758,10 +758,11 @@ impl FileConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample(dir: &Path) -> String {
+    /// A two-node configuration (db0 on 127.0.0.1:6432, db1 on :6433) in `dir`.
+    pub(crate) fn sample(dir: &Path) -> String {
         format!(
             r#"
 [node]

@@ -79,14 +79,16 @@ mod tests {
 
     #[test]
     fn the_write_port_checks_primary_and_the_readonly_port_replica() {
-        let dir = std::env::temp_dir();
-        let text = format!(
-            "[node]\nname = \"db0\"\nindex = 0\ndata_dir = \"{d}/db0\"\nhost = \"10.0.0.1\"\nport = 6432\napi = \"0.0.0.0:8008\"\n\n\
-             [[peers]]\nname = \"db1\"\nhost = \"10.0.0.2\"\nport = 6432\napi = \"10.0.0.2:8008\"\n\n\
-             [replication]\nenabled = true\n\n[haproxy]\nwrite_port = 5000\ncheck_interval = 0.5\n\n\
-             [journal]\npath = \"{d}/db0.journal\"\n",
-            d = dir.display()
-        );
+        let text = crate::config::tests::sample(&std::env::temp_dir())
+            .replace(
+                "host = \"127.0.0.1\"\nport = 6432\napi = \"127.0.0.1:8008\"",
+                "host = \"10.0.0.1\"\nport = 6432\napi = \"0.0.0.0:8008\"",
+            )
+            .replace(
+                "host = \"127.0.0.1\"\nport = 6433\napi = \"127.0.0.1:8009\"",
+                "host = \"10.0.0.2\"\nport = 6432\napi = \"10.0.0.2:8008\"",
+            )
+            + "\n[haproxy]\nwrite_port = 5000\ncheck_interval = 0.5\n";
         let (cfg, _) = crate::config::parse(std::path::Path::new("x.toml"), &text).unwrap();
         let out = render(&cfg);
         assert!(
