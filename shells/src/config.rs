@@ -192,6 +192,14 @@ fn d_transition_bound() -> f64 {
 #[serde(deny_unknown_fields)]
 struct RawJournal {
     path: PathBuf,
+    /// Days of history to keep (0: no age limit).
+    retention_days: Option<f64>,
+    /// Megabytes the journal may use before the oldest rows go (0: no size limit).
+    max_size_mb: Option<f64>,
+    /// Seconds kept whole around every transition, whatever the limits say.
+    incident_window: Option<f64>,
+    /// Seconds between snapshots of the core (where retention may cut a long run).
+    snapshot_interval: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -262,6 +270,8 @@ pub struct FileConfig {
     pub bin_dir: PathBuf,
     pub peers: Vec<Endpoint>,
     pub journal: PathBuf,
+    /// Snapshots and retention for the journal.
+    pub journal_options: pgha_journal::Options,
     pub pg: PgSettings,
     pub timeouts: Timeouts,
     pub haproxy: HaproxySettings,
@@ -280,6 +290,57 @@ fn secs(file: &Path, key: &str, v: f64) -> Result<u64, ConfigError> {
         ));
     }
     Ok((v * 1000.0).round() as u64)
+}
+
+/// The journal's snapshot and retention settings. Defaults: 30 days, 1024 MB, incidents kept
+/// whole 10 minutes either side, a snapshot every hour. At the measured 50-60 MB per node per
+/// day (docs/benchmarks.md) the size limit is what binds after about 18 days.
+fn journal_options(file: &Path, j: &RawJournal) -> Result<pgha_journal::Options, ConfigError> {
+    let limit =
+        |key: &str, v: Option<f64>, default: f64, unit: f64| -> Result<Option<u64>, ConfigError> {
+            let v = v.unwrap_or(default);
+            if !v.is_finite() || !(0.0..=1e9).contains(&v) {
+                return Err(err(
+                    file,
+                    format!("{key} = {v}: must be a number from 0 (no limit) up"),
+                ));
+            }
+            Ok((v > 0.0).then(|| (v * unit).round() as u64))
+        };
+    let max_age_ms = limit(
+        "journal.retention_days",
+        j.retention_days,
+        30.0,
+        86_400_000.0,
+    )?;
+    let max_bytes = limit("journal.max_size_mb", j.max_size_mb, 1024.0, 1_048_576.0)?;
+    let incident_window_ms = secs(
+        file,
+        "journal.incident_window",
+        j.incident_window.unwrap_or(600.0),
+    )?;
+    let snapshot_ms = secs(
+        file,
+        "journal.snapshot_interval",
+        j.snapshot_interval.unwrap_or(3600.0),
+    )?;
+    if snapshot_ms == 0 {
+        return Err(err(
+            file,
+            "journal.snapshot_interval = 0: must be greater than 0",
+        ));
+    }
+    let retention =
+        (max_age_ms.is_some() || max_bytes.is_some()).then_some(pgha_journal::Retention {
+            max_age_ms,
+            max_bytes,
+            incident_window_ms,
+        });
+    Ok(pgha_journal::Options {
+        snapshot_every_ms: Some(snapshot_ms),
+        retention,
+        durable: true,
+    })
 }
 
 fn err(file: &Path, message: impl Into<String>) -> ConfigError {
@@ -691,6 +752,7 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
             timeout_ms: secs(file, "hooks.timeout", h.timeout.unwrap_or(30.0))?,
         }
     };
+    let journal_options = journal_options(file, &raw.journal)?;
     Ok((
         FileConfig {
             node,
@@ -698,6 +760,7 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
             data_dir,
             bin_dir,
             peers,
+            journal_options,
             journal: raw.journal.path,
             pg,
             timeouts,
@@ -823,6 +886,30 @@ path = "{d}/db0.journal"
         let text = sample(&tmp()).replace("name = \"db0\"", "");
         let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
         assert!(e.contains("name"), "{e}");
+    }
+
+    #[test]
+    fn the_journal_keeps_thirty_days_or_a_gigabyte_by_default_and_zero_means_no_limit() {
+        let (c, _) = parse(Path::new("x.toml"), &sample(&tmp())).unwrap();
+        let r = c
+            .journal_options
+            .retention
+            .expect("retention on by default");
+        assert_eq!(r.max_age_ms, Some(30 * 86_400_000));
+        assert_eq!(r.max_bytes, Some(1024 * 1_048_576));
+        assert_eq!(c.journal_options.snapshot_every_ms, Some(3_600_000));
+        let text = sample(&tmp()).replace(
+            "[journal]",
+            "[journal]\nretention_days = 0\nmax_size_mb = 0",
+        );
+        let (c, _) = parse(Path::new("x.toml"), &text).unwrap();
+        assert!(c.journal_options.retention.is_none());
+        let text = sample(&tmp()).replace("[journal]", "[journal]\nmax_size_mb = -1");
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(
+            e.contains("journal.max_size_mb") && e.contains("x.toml"),
+            "{e}"
+        );
     }
 
     #[test]

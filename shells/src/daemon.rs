@@ -30,7 +30,8 @@ impl Driver {
     fn open(cfg: &FileConfig, config_text: String) -> Result<Driver, String> {
         let header = pgha_journal::Header::new(cfg.core.clone(), config_text);
         let recorder = pgha_journal::Recorder::open(&cfg.journal, header)
-            .map_err(|e| format!("journal.path = {}: {e}", cfg.journal.display()))?;
+            .map_err(|e| format!("journal.path = {}: {e}", cfg.journal.display()))?
+            .with_options(cfg.journal_options.clone());
         Ok(Driver { recorder })
     }
 
