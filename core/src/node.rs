@@ -945,8 +945,11 @@ impl Node {
                     done,
                 ),
                 (State::Promoting { .. }, _) => {
-                    // The promotion started a new timeline, unknown until the next local probe.
+                    // The promotion started a new timeline, unknown until the next local probe:
+                    // probe now, so health checks (HAProxy's /primary) see the new master at
+                    // once rather than one probe interval later.
                     self.local_timeline = None;
+                    self.local.next_due = now;
                     self.go(now, State::Master, done);
                     self.become_master();
                 }

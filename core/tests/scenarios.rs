@@ -971,3 +971,25 @@ fn a_replica_that_is_stopped_records_replica_data_and_can_follow_again() {
         }
     );
 }
+
+#[test]
+fn a_promoted_replica_probes_its_postgres_at_once_so_health_checks_see_the_new_master() {
+    let mut s = running_replica();
+    s.run(3 * SEC + 500, replica(1), Some(ProbeResult::Refused));
+    assert_eq!(
+        s.state(),
+        State::Promoting {
+            upstream: PeerId(0)
+        }
+    );
+    s.pending.retain(|c| !c.kind.is_probe());
+    s.complete(|k| *k == CommandKind::Promote);
+    assert_eq!(s.state(), State::Master);
+    assert!(
+        s.has_pending(|k| *k == CommandKind::ProbeLocal),
+        "{:?}",
+        s.pending
+    );
+    s.answer_probes(master(2), None);
+    assert_eq!(s.node.local_timeline(), Some(2));
+}
