@@ -115,22 +115,25 @@ pub struct Ack {
     pub at: Instant,
 }
 
-/// A client writing numbered rows every `pace` through `port` (a server or HAProxy),
-/// reconnecting every 50 ms after an error; every acknowledgement is kept.
+/// A client writing numbered rows every `pace` through `port` (a server, HAProxy or
+/// PgBouncer), each call bounded by `limit`, reconnecting every 50 ms after an error; every
+/// acknowledgement is kept, and the time of every error.
 #[derive(Debug)]
 pub struct Writer {
     stop: Arc<AtomicBool>,
     acks: Arc<Mutex<Vec<Ack>>>,
+    errors: Arc<Mutex<Vec<Instant>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Writer {
-    pub fn start(port: u16, run: u32, pace: Duration) -> Writer {
+    pub fn start(port: u16, run: u32, pace: Duration, limit: Duration) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(Mutex::new(Vec::new()));
-        let (s, a) = (stop.clone(), acks.clone());
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let (s, a, e) = (stop.clone(), acks.clone(), errors.clone());
         let thread = std::thread::spawn(move || {
-            let mut db = Db::new(port, Duration::from_secs(1));
+            let mut db = Db::new(port, limit);
             let mut n: i64 = 0;
             while !s.load(Ordering::SeqCst) {
                 n += 1;
@@ -147,15 +150,31 @@ impl Writer {
                         a.lock().unwrap_or_else(|e| e.into_inner()).push(ack);
                         std::thread::sleep(pace);
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                    Err(_) => {
+                        e.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Instant::now());
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
                 }
             }
         });
         Writer {
             stop,
             acks,
+            errors,
             thread: Some(thread),
         }
+    }
+
+    /// How many calls failed (connect, timeout or SQL error) at or after `t`.
+    pub fn errors_since(&self, t: Instant) -> usize {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|e| **e >= t)
+            .count()
     }
 
     pub fn acks(&self) -> Vec<Ack> {

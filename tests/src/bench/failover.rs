@@ -20,6 +20,13 @@ pub struct Sample {
     pub haproxy: Option<f64>,
     pub lost: Option<usize>,
     pub acked: usize,
+    /// Through PgBouncer (pgha only): fault → first ack from the new master.
+    pub pgbouncer: Option<f64>,
+    /// Calls of the PgBouncer writer that failed after the fault.
+    pub pgbouncer_errors: Option<usize>,
+    /// Rows the PgBouncer writer saw acknowledged and the new master lacks.
+    pub pgbouncer_lost: Option<usize>,
+    pub pgbouncer_acked: usize,
 }
 
 /// Everything measured for one profile and fault.
@@ -37,6 +44,8 @@ pub struct Options {
     pub faults: Vec<Fault>,
     pub kinds: Vec<Kind>,
     pub haproxy: bool,
+    /// A PgBouncer repointed by pgha in front of pgha clusters.
+    pub pgbouncer: bool,
     /// How long to wait for a failover before calling it "none".
     pub limit: Duration,
 }
@@ -112,6 +121,20 @@ pub fn run_profile(
         profile.label,
         c.dir.display()
     );
+    // PgBouncer before the daemons: the first master points it at itself.
+    let bouncer_port = if opts.pgbouncer && profile.kind == Kind::Pgha {
+        match c.start_pgbouncer(procs) {
+            Ok(port) => Some(port),
+            Err(e) => {
+                eprintln!("   pgbouncer: {e}");
+                out.iter_mut()
+                    .for_each(|s| s.notes.push(format!("pgbouncer: {e}")));
+                None
+            }
+        }
+    } else {
+        None
+    };
     if let Err(e) = c.start(procs) {
         eprintln!("   {e}");
         out.iter_mut().for_each(|s| s.notes.push(e.clone()));
@@ -158,10 +181,12 @@ pub fn run_profile(
                     .push(format!("run {r}: no healthy master and replica; stopped"));
                 break;
             };
-            match one_failover(procs, &mut c, m, n, series.fault, write_port, run_no, opts) {
+            let ports = (write_port, bouncer_port);
+            match one_failover(procs, &mut c, m, n, series.fault, ports, run_no, opts) {
                 Ok(s) => {
                     eprintln!(
-                        "   {} {} #{r}: detection {} promotion {} first write {} haproxy {} lost {}/{}",
+                        "   {} {} #{r}: detection {} promotion {} first write {} haproxy {} lost {}/{} \
+                         pgbouncer {} errors {} lost {}/{}",
                         profile.label,
                         series.fault.name(),
                         fmt(s.detection),
@@ -169,7 +194,15 @@ pub fn run_profile(
                         fmt(s.first_write),
                         fmt(s.haproxy),
                         s.lost.map(|l| l.to_string()).unwrap_or("-".into()),
-                        s.acked
+                        s.acked,
+                        fmt(s.pgbouncer),
+                        s.pgbouncer_errors
+                            .map(|l| l.to_string())
+                            .unwrap_or("-".into()),
+                        s.pgbouncer_lost
+                            .map(|l| l.to_string())
+                            .unwrap_or("-".into()),
+                        s.pgbouncer_acked
                     );
                     let failed_over = s.first_write.is_some();
                     series.samples.push(s);
@@ -207,10 +240,12 @@ fn one_failover(
     m: usize,
     n: usize,
     fault: Fault,
-    write_port: Option<u16>,
+    (write_port, bouncer_port): (Option<u16>, Option<u16>),
     run: u32,
     opts: &Options,
 ) -> Result<Sample, String> {
+    // The PgBouncer writer's rows are numbered under their own run.
+    let bouncer_run = run + 100_000;
     let new_port = c.pg_ports[n];
     // The replica streams and has the tables (a Patroni replica can answer /replica before).
     let mut probe = Db::new(new_port, Duration::from_secs(2));
@@ -225,20 +260,41 @@ fn one_failover(
         write_port.unwrap_or(c.pg_ports[m]),
         run,
         Duration::from_millis(10),
+        Duration::from_secs(1),
     );
+    // Through PgBouncer: a client with a patient 30 s bound (PgBouncer holds queries while
+    // paused, up to its query_wait_timeout of 30 s).
+    let bouncer = bouncer_port.map(|p| {
+        Writer::start(
+            p,
+            bouncer_run,
+            Duration::from_millis(10),
+            Duration::from_secs(30),
+        )
+    });
+    let old_port = c.pg_ports[m];
+    let stop_bouncer = |b: Option<Writer>| b.map(Writer::stop);
     // The promotion poller: the first `pg_is_in_recovery() = false` on the replica.
     let promoted = FirstSuccess::start(new_port, Duration::from_millis(10), |db| {
         db.query_text("select pg_is_in_recovery()").as_deref() == Ok("f")
     });
     // Let the writer run for a second with the master healthy.
+    let bouncer_ok = |b: &Option<Writer>| {
+        b.as_ref()
+            .is_none_or(|b| b.acks().iter().any(|a| a.port == old_port))
+    };
     poll(Duration::from_secs(10), Duration::from_millis(50), || {
-        (!writer.acks().is_empty()).then_some(())
+        (!writer.acks().is_empty() && bouncer_ok(&bouncer)).then_some(())
     });
     std::thread::sleep(Duration::from_secs(1));
-    if writer.acks().is_empty() {
+    if writer.acks().is_empty() || !bouncer_ok(&bouncer) {
         writer.stop();
+        stop_bouncer(bouncer);
         promoted.stop();
-        return Err("the writer got no acknowledgement before the fault".into());
+        return Err(
+            "a writer (HAProxy or PgBouncer) got no acknowledgement from the master before the fault"
+                .into(),
+        );
     }
     let t0_wall = wall_ms();
     let t0 = Instant::now();
@@ -265,9 +321,17 @@ fn one_failover(
     } else {
         None
     };
-    // A few more writes on the new master, then stop the writer.
+    let bouncer_at = match (&bouncer, first_at) {
+        (Some(b), Some(_)) => poll(Duration::from_secs(40), Duration::from_millis(20), || {
+            via_proxy(b)
+        }),
+        _ => None,
+    };
+    // A few more writes on the new master, then stop the writers.
     std::thread::sleep(Duration::from_millis(300));
     let acks = writer.stop();
+    let bouncer_errors = bouncer.as_ref().map(|b| b.errors_since(t0));
+    let bouncer_acks = stop_bouncer(bouncer);
     let secs = |t: Option<Instant>| t.map(|t| t.duration_since(t0).as_secs_f64());
     let decision = first_at.and_then(|_| {
         poll(Duration::from_secs(5), Duration::from_millis(100), || {
@@ -279,6 +343,9 @@ fn one_failover(
         first_write: secs(first_at),
         haproxy: secs(proxy_at),
         acked: acks.len(),
+        pgbouncer: secs(bouncer_at),
+        pgbouncer_errors: bouncer_errors,
+        pgbouncer_acked: bouncer_acks.as_ref().map_or(0, Vec::len),
         ..Sample::default()
     };
     if let (Some(d), Some(p)) = (s.detection, secs(promoted_at)) {
@@ -291,6 +358,15 @@ fn one_failover(
         if let Ok(rows) = rows {
             let have: HashSet<i64> = rows.iter().filter_map(|r| r.parse().ok()).collect();
             s.lost = Some(acks.iter().filter(|a| !have.contains(&a.n)).count());
+        }
+        if let Some(b) = &bouncer_acks {
+            let rows = Db::new(new_port, Duration::from_secs(10)).query_column(&format!(
+                "select n from bench_rows where run = {bouncer_run}"
+            ));
+            if let Ok(rows) = rows {
+                let have: HashSet<i64> = rows.iter().filter_map(|r| r.parse().ok()).collect();
+                s.pgbouncer_lost = Some(b.iter().filter(|a| !have.contains(&a.n)).count());
+            }
         }
         c.restore(procs, m)?;
     } else {

@@ -59,6 +59,33 @@ fn lost(s: &Series) -> String {
     )
 }
 
+/// Through PgBouncer: the time, then client errors and lost rows, each as a median
+/// (min–max) with the total.
+fn bouncer(s: &Series) -> String {
+    if s.profile.kind != crate::systems::Kind::Pgha {
+        return "– (no PgBouncer integration)".into();
+    }
+    let errs: Vec<usize> = s
+        .samples
+        .iter()
+        .filter_map(|x| x.pgbouncer_errors)
+        .collect();
+    let Some(e) = stat(errs.iter().map(|x| *x as f64)) else {
+        return "–".into();
+    };
+    let lost: Vec<usize> = s.samples.iter().filter_map(|x| x.pgbouncer_lost).collect();
+    let acked: usize = s.samples.iter().map(|x| x.pgbouncer_acked).sum();
+    format!(
+        "{}; errors {:.0} ({:.0}–{:.0}), {} in all; lost {} of {acked}",
+        secs(col(s, |x| x.pgbouncer)),
+        e.median,
+        e.min,
+        e.max,
+        errs.iter().sum::<usize>(),
+        lost.iter().sum::<usize>(),
+    )
+}
+
 fn failed_over(s: &Series) -> String {
     let done = s.samples.iter().filter(|x| x.first_write.is_some()).count();
     format!("{done}/{}", s.samples.len())
@@ -67,12 +94,12 @@ fn failed_over(s: &Series) -> String {
 /// The failover table in Markdown.
 pub fn failover_table(series: &[Series]) -> String {
     let mut t = String::from(
-        "| configuration | fault | failovers | detection (fault → decision) | promotion (decision → not in recovery) | first acknowledged write (fault →, 50 ms retries) | through HAProxy (fault → first ack on the new master) | acknowledged writes lost: median (min–max); total of acked |\n|---|---|---|---|---|---|---|---|\n",
+        "| configuration | fault | failovers | detection (fault → decision) | promotion (decision → not in recovery) | first acknowledged write (fault →, 50 ms retries) | through HAProxy (fault → first ack on the new master) | acknowledged writes lost: median (min–max); total of acked | through PgBouncer (fault → first ack on the new master; client errors; acked writes lost) |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for s in series {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.profile.label,
             s.fault.name(),
             failed_over(s),
@@ -81,6 +108,7 @@ pub fn failover_table(series: &[Series]) -> String {
             secs(col(s, |x| x.first_write)),
             secs(col(s, |x| x.haproxy)),
             lost(s),
+            bouncer(s),
         );
     }
     t
@@ -334,6 +362,7 @@ mod tests {
                         haproxy: Some(d + 0.5),
                         lost: Some(0),
                         acked: 100,
+                        ..Sample::default()
                     }],
                     notes: vec![],
                 })

@@ -103,6 +103,7 @@ fn block_ports(k: u16) -> Vec<u16> {
         pg + 1,
         pg + 20,
         pg + 21,
+        pg + 80,
         pg + 90,
         etcd,
         etcd + 1,
@@ -122,6 +123,9 @@ pub struct Cluster {
     pub agents: [Option<i32>; 2],
     pub etcd: Option<i32>,
     pub haproxy: Option<i32>,
+    /// PgBouncer's port, when pgha repoints one (`[pgbouncer]`; pgha profiles only).
+    pub pgbouncer_port: Option<u16>,
+    pub pgbouncer: Option<i32>,
     pgha_bin: PathBuf,
 }
 
@@ -157,6 +161,8 @@ impl Cluster {
             agents: [None, None],
             etcd: None,
             haproxy: None,
+            pgbouncer_port: None,
+            pgbouncer: None,
             pgha_bin: pgha_bin.to_path_buf(),
         };
         for i in 0..2 {
@@ -169,6 +175,62 @@ impl Cluster {
         }
         procs::chown_postgres(&c.dir)?;
         Ok(c)
+    }
+
+    /// Puts one PgBouncer (transaction pooling, port `pg + 80`) in front of a pgha cluster
+    /// and gives both daemons a `[pgbouncer]` section pointing at it; call before
+    /// [`Cluster::start`]. Its `[databases]` entry starts pointing nowhere (port 1): the
+    /// first master repoints it.
+    pub fn start_pgbouncer(&mut self, procs: &mut Procs) -> Result<u16, String> {
+        if self.profile.kind != Kind::Pgha {
+            return Err("PgBouncer is driven by pgha only".into());
+        }
+        let port = self.pg_ports[0] + 80;
+        if !procs::port_free(port) {
+            return Err(format!("port {port} is taken"));
+        }
+        let d = self.dir.display();
+        std::fs::write(
+            self.pgbouncer_ini(),
+            format!(
+                "[databases]\npostgres = host=127.0.0.1 port=1 dbname=postgres\n\n[pgbouncer]\n\
+                 listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {d}\nauth_type = trust\n\
+                 auth_file = {d}/userlist.txt\nadmin_users = postgres\npool_mode = transaction\n\
+                 server_login_retry = 1\nquery_wait_timeout = 30\nignore_startup_parameters = extra_float_digits\n"
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::write(self.dir.join("userlist.txt"), "\"postgres\" \"\"\n")
+            .map_err(|e| e.to_string())?;
+        self.pgbouncer_port = Some(port);
+        for i in 0..2 {
+            std::fs::write(self.config(i), self.pgha_config(i)).map_err(|e| e.to_string())?;
+        }
+        procs::chown_postgres(&self.dir)?;
+        let mut cmd = Command::new("pgbouncer");
+        cmd.arg(self.pgbouncer_ini());
+        let pid = procs.spawn("pgbouncer", cmd, &self.dir.join("pgbouncer.log"), true)?;
+        self.pgbouncer = Some(pid);
+        let up = poll(Duration::from_secs(10), Duration::from_millis(50), || {
+            procs.reap();
+            (!procs::alive(pid) || !procs::port_free(port)).then_some(())
+        });
+        if up.is_none() || !procs::alive(pid) {
+            self.pgbouncer = None;
+            self.pgbouncer_port = None;
+            procs.kill(pid);
+            for i in 0..2 {
+                let _ = std::fs::write(self.config(i), self.pgha_config(i));
+            }
+            return Err(format!(
+                "pgbouncer did not start on port {port} (see pgbouncer.log)"
+            ));
+        }
+        Ok(port)
+    }
+
+    fn pgbouncer_ini(&self) -> PathBuf {
+        self.dir.join("pgbouncer.ini")
     }
 
     pub fn name(&self, i: usize) -> String {
@@ -197,7 +259,17 @@ impl Cluster {
         for (k, v) in self.profile.timing {
             repl.push_str(&format!("{k} = {v}\n"));
         }
-        format!(
+        let bouncer = self
+            .pgbouncer_port
+            .map(|p| {
+                format!(
+                    "\n[pgbouncer]\nadmin = \"host=127.0.0.1 port={p} user=postgres dbname=pgbouncer\"\n\
+                     ini = \"{}\"\ndatabases = [\"postgres\"]\n",
+                    self.pgbouncer_ini().display()
+                )
+            })
+            .unwrap_or_default();
+        let text = format!(
             "[node]\nname = \"{}\"\nindex = {i}\ndata_dir = \"{}\"\nbin_dir = \"{PG_BIN}\"\nhost = \"127.0.0.1\"\nport = {}\napi = \"127.0.0.1:{}\"\n\n\
              [[peers]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\napi = \"127.0.0.1:{}\"\n\n\
              [replication]\nenabled = true\n{repl}\n\
@@ -211,7 +283,8 @@ impl Cluster {
             self.api_ports[j],
             self.dir.display(),
             self.journal(i).display(),
-        )
+        );
+        text + &bouncer
     }
 
     fn patroni_config(&self, i: usize) -> String {
@@ -400,6 +473,9 @@ impl Cluster {
         }
         if let Some(h) = self.haproxy.take() {
             procs.kill(h);
+        }
+        if let Some(b) = self.pgbouncer.take() {
+            procs.kill(b);
         }
     }
 }

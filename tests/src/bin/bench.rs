@@ -29,7 +29,7 @@ use procs::Procs;
 use systems::{Fault, Kind};
 
 const USAGE: &str = "usage: bench [failover|footprint|throughput|all] [--runs N] [--faults kill,hang] \
-[--only pgha|patroni] [--no-haproxy] [--limit SECS] [--secs SECS] [--no-docs] [--install] [--keep]";
+[--only pgha|patroni] [--no-haproxy] [--no-pgbouncer] [--limit SECS] [--secs SECS] [--no-docs] [--install] [--keep]";
 
 #[derive(Debug)]
 struct Args {
@@ -38,6 +38,7 @@ struct Args {
     faults: Vec<Fault>,
     kinds: Vec<Kind>,
     haproxy: bool,
+    pgbouncer: bool,
     limit: u64,
     secs: u64,
     docs: bool,
@@ -52,6 +53,7 @@ fn parse() -> Result<Args, String> {
         faults: vec![Fault::Kill, Fault::Hang],
         kinds: vec![Kind::Pgha, Kind::Patroni],
         haproxy: true,
+        pgbouncer: true,
         limit: 90,
         secs: 60,
         docs: true,
@@ -88,6 +90,7 @@ fn parse() -> Result<Args, String> {
                 }
             }
             "--no-haproxy" => a.haproxy = false,
+            "--no-pgbouncer" => a.pgbouncer = false,
             "--no-docs" => a.docs = false,
             "--install" => a.install = true,
             "--keep" => a.keep = true,
@@ -202,6 +205,10 @@ fn versions() -> String {
             "HAProxy",
             "haproxy -v 2>/dev/null | head -1 | awk '{print $3}'",
         ),
+        (
+            "PgBouncer",
+            "pgbouncer --version 2>/dev/null | head -1 | awk '{print $2}'",
+        ),
     ] {
         let out = sh(cmd);
         if !out.is_empty() {
@@ -234,6 +241,13 @@ fn run_failover(args: &Args, procs: &mut Procs, root: &Path, pgha: &Path) {
         kinds.push(Kind::Pgha);
     }
     let haproxy = args.haproxy && need("HAProxy routing", &[("haproxy", "haproxy")], args.install);
+    let pgbouncer = args.pgbouncer
+        && args.kinds.contains(&Kind::Pgha)
+        && need(
+            "PgBouncer routing",
+            &[("pgbouncer", "pgbouncer")],
+            args.install,
+        );
     if args.kinds.contains(&Kind::Patroni)
         && need(
             "the Patroni comparison",
@@ -248,6 +262,7 @@ fn run_failover(args: &Args, procs: &mut Procs, root: &Path, pgha: &Path) {
         faults: args.faults.clone(),
         kinds: kinds.clone(),
         haproxy,
+        pgbouncer,
         limit: Duration::from_secs(args.limit),
     };
     let when = machine();
@@ -276,6 +291,14 @@ fn run_failover(args: &Args, procs: &mut Procs, root: &Path, pgha: &Path) {
     if !args.docs {
         return;
     }
+    if args.kinds.len() < 2 {
+        // The section holds every configuration: a partial run would drop the others' rows.
+        eprintln!(
+            "--only: docs/benchmarks.md and failover.svg left as they are (they hold every \
+             configuration); copy the rows above by hand"
+        );
+        return;
+    }
     let settings: String = systems::profiles()
         .iter()
         .map(|p| format!("- {}: {}\n", p.label, p.settings))
@@ -298,6 +321,9 @@ fn run_failover(args: &Args, procs: &mut Procs, root: &Path, pgha: &Path) {
     }
     if !haproxy {
         md.push_str("HAProxy was not available: the through-HAProxy column is empty.\n\n");
+    }
+    if !pgbouncer {
+        md.push_str("PgBouncer was not used: the through-PgBouncer column is empty.\n\n");
     }
     if !notes.is_empty() {
         let _ = write!(md, "Notes:\n{notes}\n");
