@@ -46,6 +46,8 @@ pub struct Options {
     pub haproxy: bool,
     /// A PgBouncer repointed by pgha in front of pgha clusters.
     pub pgbouncer: bool,
+    /// PgBouncer's `server_login_retry`, in seconds (default 1, as in the routing e2e test).
+    pub pgbouncer_login_retry: String,
     /// How long to wait for a failover before calling it "none".
     pub limit: Duration,
 }
@@ -123,7 +125,7 @@ pub fn run_profile(
     );
     // PgBouncer before the daemons: the first master points it at itself.
     let bouncer_port = if opts.pgbouncer && profile.kind == Kind::Pgha {
-        match c.start_pgbouncer(procs) {
+        match c.start_pgbouncer(procs, &opts.pgbouncer_login_retry) {
             Ok(port) => Some(port),
             Err(e) => {
                 eprintln!("   pgbouncer: {e}");

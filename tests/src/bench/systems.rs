@@ -178,10 +178,10 @@ impl Cluster {
     }
 
     /// Puts one PgBouncer (transaction pooling, port `pg + 80`) in front of a pgha cluster
-    /// and gives both daemons a `[pgbouncer]` section pointing at it; call before
+    /// (`server_login_retry` = `login_retry` seconds) and gives both daemons a `[pgbouncer]` section pointing at it; call before
     /// [`Cluster::start`]. Its `[databases]` entry starts pointing nowhere (port 1): the
     /// first master repoints it.
-    pub fn start_pgbouncer(&mut self, procs: &mut Procs) -> Result<u16, String> {
+    pub fn start_pgbouncer(&mut self, procs: &mut Procs, login_retry: &str) -> Result<u16, String> {
         if self.profile.kind != Kind::Pgha {
             return Err("PgBouncer is driven by pgha only".into());
         }
@@ -196,7 +196,7 @@ impl Cluster {
                 "[databases]\npostgres = host=127.0.0.1 port=1 dbname=postgres\n\n[pgbouncer]\n\
                  listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {d}\nauth_type = trust\n\
                  auth_file = {d}/userlist.txt\nadmin_users = postgres\npool_mode = transaction\n\
-                 server_login_retry = 1\nquery_wait_timeout = 30\nignore_startup_parameters = extra_float_digits\n"
+                 server_login_retry = {login_retry}\nquery_wait_timeout = 30\nignore_startup_parameters = extra_float_digits\n"
             ),
         )
         .map_err(|e| e.to_string())?;

@@ -29,7 +29,7 @@ use procs::Procs;
 use systems::{Fault, Kind};
 
 const USAGE: &str = "usage: bench [failover|footprint|throughput|all] [--runs N] [--faults kill,hang] \
-[--only pgha|patroni] [--no-haproxy] [--no-pgbouncer] [--limit SECS] [--secs SECS] [--no-docs] [--install] [--keep]";
+[--only pgha|patroni] [--no-haproxy] [--no-pgbouncer] [--login-retry SECS] [--limit SECS] [--secs SECS] [--no-docs] [--install] [--keep]";
 
 #[derive(Debug)]
 struct Args {
@@ -39,6 +39,7 @@ struct Args {
     kinds: Vec<Kind>,
     haproxy: bool,
     pgbouncer: bool,
+    login_retry: String,
     limit: u64,
     secs: u64,
     docs: bool,
@@ -54,6 +55,7 @@ fn parse() -> Result<Args, String> {
         kinds: vec![Kind::Pgha, Kind::Patroni],
         haproxy: true,
         pgbouncer: true,
+        login_retry: "1".into(),
         limit: 90,
         secs: 60,
         docs: true,
@@ -91,6 +93,13 @@ fn parse() -> Result<Args, String> {
             }
             "--no-haproxy" => a.haproxy = false,
             "--no-pgbouncer" => a.pgbouncer = false,
+            "--login-retry" => {
+                let v = val("--login-retry")?;
+                match v.parse::<f64>() {
+                    Ok(x) if x > 0.0 => a.login_retry = v,
+                    _ => return Err(format!("--login-retry {v}: seconds, above 0")),
+                }
+            }
             "--no-docs" => a.docs = false,
             "--install" => a.install = true,
             "--keep" => a.keep = true,
@@ -263,6 +272,7 @@ fn run_failover(args: &Args, procs: &mut Procs, root: &Path, pgha: &Path) {
         kinds: kinds.clone(),
         haproxy,
         pgbouncer,
+        pgbouncer_login_retry: args.login_retry.clone(),
         limit: Duration::from_secs(args.limit),
     };
     let when = machine();
