@@ -14,12 +14,14 @@ use tokio_postgres::{Client, NoTls};
 pub struct Db {
     rt: Runtime,
     client: Option<Client>,
+    host: String,
     port: u16,
     limit: Duration,
 }
 
 impl Db {
-    pub fn new(port: u16, limit: Duration) -> Db {
+    /// A client of `host:port` (a node in a network namespace, for the partition fault).
+    pub fn at(host: &str, port: u16, limit: Duration) -> Db {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -27,6 +29,7 @@ impl Db {
         Db {
             rt,
             client: None,
+            host: host.to_string(),
             port,
             limit,
         }
@@ -37,6 +40,7 @@ impl Db {
         f: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, String> {
         let port = self.port;
+        let host = self.host.clone();
         let limit = self.limit;
         let had = self.client.take().filter(|c| !c.is_closed());
         let out = self.rt.block_on(async {
@@ -45,7 +49,7 @@ impl Db {
                     Some(c) => c,
                     None => {
                         let (c, conn) = tokio_postgres::Config::new()
-                            .host("127.0.0.1")
+                            .host(&host)
                             .port(port)
                             .user("postgres")
                             .dbname("postgres")
@@ -127,13 +131,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(port: u16, run: u32, pace: Duration, limit: Duration) -> Writer {
+    pub fn start(host: &str, port: u16, run: u32, pace: Duration, limit: Duration) -> Writer {
+        let host = host.to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let (s, a, e) = (stop.clone(), acks.clone(), errors.clone());
         let thread = std::thread::spawn(move || {
-            let mut db = Db::new(port, limit);
+            let mut db = Db::at(&host, port, limit);
             let mut n: i64 = 0;
             while !s.load(Ordering::SeqCst) {
                 n += 1;
@@ -201,6 +206,7 @@ pub struct FirstSuccess {
 
 impl FirstSuccess {
     pub fn start(
+        host: &str,
         port: u16,
         every: Duration,
         probe: impl Fn(&mut Db) -> bool + Send + 'static,
@@ -208,8 +214,9 @@ impl FirstSuccess {
         let stop = Arc::new(AtomicBool::new(false));
         let at = Arc::new(Mutex::new(None));
         let (s, a) = (stop.clone(), at.clone());
+        let host = host.to_string();
         let thread = std::thread::spawn(move || {
-            let mut db = Db::new(port, Duration::from_secs(1));
+            let mut db = Db::at(&host, port, Duration::from_secs(1));
             while !s.load(Ordering::SeqCst) {
                 let t = Instant::now();
                 if probe(&mut db) {

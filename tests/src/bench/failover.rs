@@ -111,7 +111,10 @@ pub fn run_profile(
             notes: Vec::new(),
         })
         .collect();
-    let mut c = match Cluster::new(procs, root, k, profile.clone(), pgha_bin) {
+    // The partition fault needs the nodes in network namespaces: run_failover gives it a
+    // run of its own (without HAProxy and PgBouncer, which listen on 127.0.0.1).
+    let namespaces = opts.faults.contains(&Fault::Partition);
+    let mut c = match Cluster::new_in(procs, root, k, profile.clone(), pgha_bin, namespaces) {
         Ok(c) => c,
         Err(e) => {
             out.iter_mut().for_each(|s| s.notes.push(e.clone()));
@@ -156,7 +159,7 @@ pub fn run_profile(
     };
     // The table the writers use, created on the master and replicated.
     let setup = c.roles().and_then(|(m, _)| {
-        Db::new(c.pg_ports[m], Duration::from_secs(5))
+        Db::at(&c.hosts[m], c.pg_ports[m], Duration::from_secs(5))
             .execute(
                 "create table if not exists bench_rows(run int, n bigint, primary key (run, n));\
                  create table if not exists bench_first(run int)",
@@ -249,8 +252,9 @@ fn one_failover(
     // The PgBouncer writer's rows are numbered under their own run.
     let bouncer_run = run + 100_000;
     let new_port = c.pg_ports[n];
+    let new_host = c.hosts[n].clone();
     // The replica streams and has the tables (a Patroni replica can answer /replica before).
-    let mut probe = Db::new(new_port, Duration::from_secs(2));
+    let mut probe = Db::at(&new_host, new_port, Duration::from_secs(2));
     poll(Duration::from_secs(90), Duration::from_millis(200), || {
         let q = "select (select count(*) from pg_stat_wal_receiver where status = 'streaming') = 1 \
                  and to_regclass('bench_first') is not null";
@@ -259,6 +263,11 @@ fn one_failover(
     .ok_or("the replica did not stream the tables within 90 s")?;
     drop(probe);
     let writer = Writer::start(
+        if write_port.is_some() {
+            "127.0.0.1"
+        } else {
+            &c.hosts[m]
+        },
         write_port.unwrap_or(c.pg_ports[m]),
         run,
         Duration::from_millis(10),
@@ -268,6 +277,7 @@ fn one_failover(
     // paused, up to its query_wait_timeout of 30 s).
     let bouncer = bouncer_port.map(|p| {
         Writer::start(
+            "127.0.0.1",
             p,
             bouncer_run,
             Duration::from_millis(10),
@@ -277,7 +287,7 @@ fn one_failover(
     let old_port = c.pg_ports[m];
     let stop_bouncer = |b: Option<Writer>| b.map(Writer::stop);
     // The promotion poller: the first `pg_is_in_recovery() = false` on the replica.
-    let promoted = FirstSuccess::start(new_port, Duration::from_millis(10), |db| {
+    let promoted = FirstSuccess::start(&new_host, new_port, Duration::from_millis(10), |db| {
         db.query_text("select pg_is_in_recovery()").as_deref() == Ok("f")
     });
     // Let the writer run for a second with the master healthy.
@@ -302,7 +312,7 @@ fn one_failover(
     let t0 = Instant::now();
     c.fault(procs, m, fault)?;
     // The client that retries a write on the replica every 50 ms.
-    let first = FirstSuccess::start(new_port, Duration::from_millis(50), move |db| {
+    let first = FirstSuccess::start(&new_host, new_port, Duration::from_millis(50), move |db| {
         db.execute(&format!("insert into bench_first values ({run})"))
             .is_ok()
     });
@@ -355,14 +365,14 @@ fn one_failover(
     }
     if first_at.is_some() {
         // Every acknowledged row must be on the new master.
-        let rows = Db::new(new_port, Duration::from_secs(10))
+        let rows = Db::at(&new_host, new_port, Duration::from_secs(10))
             .query_column(&format!("select n from bench_rows where run = {run}"));
         if let Ok(rows) = rows {
             let have: HashSet<i64> = rows.iter().filter_map(|r| r.parse().ok()).collect();
             s.lost = Some(acks.iter().filter(|a| !have.contains(&a.n)).count());
         }
         if let Some(b) = &bouncer_acks {
-            let rows = Db::new(new_port, Duration::from_secs(10)).query_column(&format!(
+            let rows = Db::at(&new_host, new_port, Duration::from_secs(10)).query_column(&format!(
                 "select n from bench_rows where run = {bouncer_run}"
             ));
             if let Ok(rows) = rows {
@@ -375,6 +385,9 @@ fn one_failover(
         // No failover: resume the master and carry on.
         if let Some(pm) = procs::postmaster_pid(&c.data_dir(m)) {
             procs::signal(pm, nix::sys::signal::Signal::SIGCONT);
+        }
+        if let Some(net) = c.net.as_mut() {
+            net.heal();
         }
         if fault == Fault::Kill {
             c.restore(procs, m)?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::netns::Net;
 use crate::procs::{self, PG_BIN, Procs, poll};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +17,9 @@ pub enum Fault {
     Kill,
     /// SIGSTOP of the master's postmaster (SIGCONT and cleanup after).
     Hang,
+    /// The master's link cut (network namespaces, neighbour entries to a MAC address
+    /// nobody has; healed after): pgha only.
+    Partition,
 }
 
 impl Fault {
@@ -23,6 +27,7 @@ impl Fault {
         match self {
             Fault::Kill => "kill",
             Fault::Hang => "hang",
+            Fault::Partition => "partition",
         }
     }
 }
@@ -79,8 +84,14 @@ pub fn profiles() -> Vec<Profile> {
 
 /// One HTTP GET; the status code.
 pub fn http_get(port: u16, path: &str) -> Option<u16> {
+    http_get_at("127.0.0.1", port, path)
+}
+
+/// One HTTP GET to `host:port`; the status code.
+pub fn http_get_at(host: &str, port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    let addr = std::net::SocketAddr::new(ip, port);
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(
@@ -127,6 +138,12 @@ pub struct Cluster {
     pub pgbouncer_port: Option<u16>,
     pub pgbouncer: Option<i32>,
     pgha_bin: PathBuf,
+    /// The nodes' addresses: 127.0.0.1, or theirs in their namespaces.
+    pub hosts: [String; 2],
+    /// One network namespace per node (the partition fault; pgha only).
+    pub net: Option<Net>,
+    /// A bin_dir whose initdb trusts the namespaces' network.
+    bin_dir: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -138,6 +155,19 @@ impl Cluster {
         k: u16,
         profile: Profile,
         pgha_bin: &Path,
+    ) -> Result<Cluster, String> {
+        Cluster::new_in(procs, root, k, profile, pgha_bin, false)
+    }
+
+    /// As [`Cluster::new`]; with `namespaces`, each node in its own network namespace
+    /// (pgha only).
+    pub fn new_in(
+        procs: &mut Procs,
+        root: &Path,
+        k: u16,
+        profile: Profile,
+        pgha_bin: &Path,
+        namespaces: bool,
     ) -> Result<Cluster, String> {
         // Outgoing connections take ephemeral ports in this range too: use the first block
         // from k on whose ports are all free now.
@@ -152,7 +182,25 @@ impl Cluster {
             Kind::Pgha => [api, api + 1],
             Kind::Patroni => [etcd + 10, etcd + 11],
         };
+        let (net, bin_dir) = if namespaces {
+            if profile.kind != Kind::Pgha {
+                return Err("network namespaces: pgha only".into());
+            }
+            (
+                Some(Net::new(2)?),
+                Some(crate::netns::bin_dir_trusting(&dir)?),
+            )
+        } else {
+            (None, None)
+        };
+        let hosts = match &net {
+            Some(n) => [n.hosts[0].clone(), n.hosts[1].clone()],
+            None => ["127.0.0.1".to_string(), "127.0.0.1".to_string()],
+        };
         let c = Cluster {
+            hosts,
+            net,
+            bin_dir,
             profile,
             dir,
             pg_ports: [pg, pg + 1],
@@ -269,11 +317,22 @@ impl Cluster {
                 )
             })
             .unwrap_or_default();
+        let bin = self
+            .bin_dir
+            .as_ref()
+            .map(|b| b.display().to_string())
+            .unwrap_or(PG_BIN.to_string());
+        let listen = if self.net.is_some() {
+            "listen_addresses = \"*\"\n"
+        } else {
+            ""
+        };
+        let (hi, hj) = (&self.hosts[i], &self.hosts[j]);
         let text = format!(
-            "[node]\nname = \"{}\"\nindex = {i}\ndata_dir = \"{}\"\nbin_dir = \"{PG_BIN}\"\nhost = \"127.0.0.1\"\nport = {}\napi = \"127.0.0.1:{}\"\n\n\
-             [[peers]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\napi = \"127.0.0.1:{}\"\n\n\
+            "[node]\nname = \"{}\"\nindex = {i}\ndata_dir = \"{}\"\nbin_dir = \"{bin}\"\nhost = \"{hi}\"\nport = {}\napi = \"{hi}:{}\"\n\n\
+             [[peers]]\nname = \"{}\"\nhost = \"{hj}\"\nport = {}\napi = \"{hj}:{}\"\n\n\
              [replication]\nenabled = true\n{repl}\n\
-             [postgres]\nsocket_dir = \"{}\"\n\n[journal]\npath = \"{}\"\n",
+             [postgres]\nsocket_dir = \"{}\"\n{listen}\n[journal]\npath = \"{}\"\n",
             self.name(i),
             self.data_dir(i).display(),
             self.pg_ports[i],
@@ -349,9 +408,21 @@ impl Cluster {
         let mut cmd;
         match self.profile.kind {
             Kind::Pgha => {
-                cmd = Command::new(&self.pgha_bin);
+                cmd = match &self.net {
+                    Some(net) => net.command_as_postgres(i, &self.pgha_bin),
+                    None => Command::new(&self.pgha_bin),
+                };
                 cmd.arg("run").arg("--config").arg(self.config(i));
                 cmd.env("RUST_LOG", "info");
+                if self.net.is_some() {
+                    // `ip netns exec ... setpriv ... pgha` execs all the way: the PID is
+                    // pgha's own.
+                    cmd.env("HOME", "/var/lib/postgresql")
+                        .env("USER", "postgres");
+                    self.agents[i] =
+                        Some(procs.spawn(&format!("agent {i}"), cmd, &self.log(i), false)?);
+                    return Ok(());
+                }
             }
             Kind::Patroni => {
                 cmd = Command::new("patroni");
@@ -364,11 +435,11 @@ impl Cluster {
     }
 
     pub fn is_master(&self, i: usize) -> bool {
-        http_get(self.api_ports[i], "/primary") == Some(200)
+        http_get_at(&self.hosts[i], self.api_ports[i], "/primary") == Some(200)
     }
 
     pub fn is_replica(&self, i: usize) -> bool {
-        http_get(self.api_ports[i], "/replica") == Some(200)
+        http_get_at(&self.hosts[i], self.api_ports[i], "/replica") == Some(200)
     }
 
     pub fn wait_replica(&self, i: usize, limit: Duration) -> Result<(), String> {
@@ -404,6 +475,13 @@ impl Cluster {
             Fault::Hang => {
                 procs::signal(pm, Signal::SIGSTOP);
             }
+            Fault::Partition => {
+                let _ = pm;
+                self.net
+                    .as_mut()
+                    .ok_or("partition: the cluster is not in network namespaces")?
+                    .partition(i)?;
+            }
         }
         Ok(())
     }
@@ -433,6 +511,9 @@ impl Cluster {
     /// postmaster are killed; pgha's daemon re-clones by itself, Patroni's node gets an
     /// empty data directory and clones.
     pub fn restore(&mut self, procs: &mut Procs, old: usize) -> Result<(), String> {
+        if let Some(net) = self.net.as_mut() {
+            net.heal();
+        }
         if let Some(a) = self.agents[old].take() {
             procs.kill(a);
         }
@@ -447,7 +528,11 @@ impl Cluster {
             let fence = self.dir.join(format!("{}.pgha-fenced", self.name(old)));
             poll(Duration::from_secs(180), Duration::from_millis(500), || {
                 if fence.exists() {
-                    let _ = Command::new(&self.pgha_bin)
+                    let mut cmd = match &self.net {
+                        Some(net) => net.command_as_postgres(old, &self.pgha_bin),
+                        None => Command::new(&self.pgha_bin),
+                    };
+                    let _ = cmd
                         .arg("recover")
                         .arg("--config")
                         .arg(self.config(old))

@@ -13,6 +13,8 @@ mod client;
 mod failover;
 #[path = "../bench/footprint.rs"]
 mod footprint;
+#[path = "../bench/netns.rs"]
+mod netns;
 #[path = "../bench/procs.rs"]
 mod procs;
 #[path = "../bench/report.rs"]
@@ -28,7 +30,7 @@ use std::time::Duration;
 use procs::Procs;
 use systems::{Fault, Kind};
 
-const USAGE: &str = "usage: bench [failover|footprint|throughput|all] [--runs N] [--faults kill,hang] \
+const USAGE: &str = "usage: bench [failover|footprint|throughput|all] [--runs N] [--faults kill,hang,partition] \
 [--only pgha|patroni] [--no-haproxy] [--no-pgbouncer] [--login-retry SECS] [--limit SECS] [--secs SECS] [--no-docs] [--install] [--keep]";
 
 #[derive(Debug)]
@@ -80,7 +82,8 @@ fn parse() -> Result<Args, String> {
                     .map(|f| match f {
                         "kill" => Ok(Fault::Kill),
                         "hang" => Ok(Fault::Hang),
-                        _ => Err(format!("unknown fault {f} (kill, hang)")),
+                        "partition" => Ok(Fault::Partition),
+                        _ => Err(format!("unknown fault {f} (kill, hang, partition)")),
                     })
                     .collect::<Result<_, _>>()?
             }
@@ -277,9 +280,65 @@ fn run_failover(args: &Args, procs: &mut Procs, root: &Path, pgha: &Path) {
     };
     let when = machine();
     let mut series = Vec::new();
+    // The partition fault: a cluster of its own in network namespaces, pgha only.
+    let partition = opts.faults.contains(&Fault::Partition);
+    let no_ns = if partition {
+        netns::unavailable()
+    } else {
+        None
+    };
+    if let Some(why) = &no_ns {
+        eprintln!("partition: skipped, it needs network namespaces (`ip netns`) and root: {why}");
+    }
+    let plain = failover::Options {
+        faults: opts
+            .faults
+            .iter()
+            .copied()
+            .filter(|f| *f != Fault::Partition)
+            .collect(),
+        ..opts.clone()
+    };
+    let split = failover::Options {
+        faults: vec![Fault::Partition],
+        haproxy: false,
+        pgbouncer: false,
+        ..opts.clone()
+    };
     for (k, p) in systems::profiles().into_iter().enumerate() {
-        if opts.kinds.contains(&p.kind) {
-            series.extend(failover::run_profile(procs, root, k as u16, p, pgha, &opts));
+        if !opts.kinds.contains(&p.kind) {
+            continue;
+        }
+        if !plain.faults.is_empty() {
+            series.extend(failover::run_profile(
+                procs,
+                root,
+                k as u16,
+                p.clone(),
+                pgha,
+                &plain,
+            ));
+        }
+        if partition {
+            let skip = match (&no_ns, p.kind) {
+                (Some(why), _) => Some(format!("skipped: no network namespaces ({why})")),
+                (None, Kind::Patroni) => Some(
+                    "skipped: Patroni's etcd would have to be reachable from both namespaces"
+                        .to_string(),
+                ),
+                (None, Kind::Pgha) => None,
+            };
+            match skip {
+                Some(note) => series.push(failover::Series {
+                    profile: p,
+                    fault: Fault::Partition,
+                    samples: Vec::new(),
+                    notes: vec![note],
+                }),
+                None => series.extend(failover::run_profile(
+                    procs, root, k as u16, p, pgha, &split,
+                )),
+            }
         }
     }
     let table = report::failover_table(&series);
