@@ -650,7 +650,13 @@ impl Cluster {
     }
 }
 
-fn wait_for_opt<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+fn wait_for_opt<T>(limit: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    poll(limit, Duration::from_millis(20), f)
+}
+
+/// Polls `f` every `every` until it returns `Some`, or gives up after `limit` (the tests and
+/// the benchmark share it).
+pub fn poll<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -659,7 +665,7 @@ fn wait_for_opt<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
         if start.elapsed() > limit {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }
 
@@ -791,7 +797,8 @@ pub struct Net {
     bridge: String,
 }
 
-fn ip(args: &[&str]) -> Result<String, String> {
+/// Runs `ip ARGS`; its stdout, or an error naming the command and its stderr.
+pub fn ip(args: &[&str]) -> Result<String, String> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -802,7 +809,7 @@ fn ip(args: &[&str]) -> Result<String, String> {
         Err(format!(
             "ip {}: {}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
 }

@@ -13,21 +13,7 @@ pub const NET: &str = "198.51.100";
 /// A MAC address nobody has: a neighbour entry pointing at it blackholes an address.
 const NOWHERE: &str = "02:00:00:00:00:99";
 
-fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
+use pgha_tests::ip;
 
 /// Why namespaces cannot be used here, if they cannot (not root, no `ip netns`).
 pub fn unavailable() -> Option<String> {
