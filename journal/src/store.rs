@@ -581,8 +581,14 @@ impl Store {
     /// Every retained row, with the chain checked from the anchor to the head: a missing,
     /// edited, damaged or extra row is reported with its seq.
     pub fn read_verified(&self) -> Result<Vec<Row>, JournalError> {
+        // One read transaction: the head and the rows come from the same snapshot, so a
+        // journal that its daemon is appending to reads as it was at one commit, not as a
+        // head from one commit and rows from a later one.
+        let snapshot = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let head = self.read_meta()?;
         let rows = self.read_rows(None, None)?;
-        verify_chain(&self.path, self.head, &rows)?;
+        drop(snapshot); // read-only: rolling back changes nothing
+        verify_chain(&self.path, head, &rows)?;
         Ok(rows)
     }
 
