@@ -41,6 +41,15 @@ pub fn failover_bound() -> Duration {
     Duration::from_secs_f64(CONNECT_TIMEOUT * PSQL_ERROR_COUNT as f64 + PROBE_INTERVAL + 2.0)
 }
 
+/// Where this run's port blocks start: `PGHA_E2E_BLOCK_START` (a block index, default 0), so
+/// two test runs from two checkouts on one machine never hand out the same ports.
+fn start_block() -> u16 {
+    std::env::var("PGHA_E2E_BLOCK_START")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
 
 /// At most this many clusters run at once (2 cores): `PGHA_E2E_PARALLEL`, default 2.
@@ -85,7 +94,7 @@ fn port_free(port: u16) -> bool {
 /// A block of ports (postgres and API) no other cluster of this run uses, all free now.
 fn allocate_block() -> (u16, u16) {
     loop {
-        let b = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        let b = start_block() + NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
         assert!(
             b < 1000 / PORTS_PER_CLUSTER,
             "port ranges 20000-20999 / 21000-21999 exhausted"
@@ -98,13 +107,14 @@ fn allocate_block() -> (u16, u16) {
     }
 }
 
-static NEXT_EXTRA: AtomicU16 = AtomicU16::new(EXTRA_BASE);
+static NEXT_EXTRA: AtomicU16 = AtomicU16::new(0);
 
 /// `n` consecutive ports from 25000-27999 that no other test of this run took, all free now
 /// (HAProxy's and PgBouncer's listeners in the routing tests).
 pub fn extra_ports(n: u16) -> u16 {
     loop {
-        let p = NEXT_EXTRA.fetch_add(n, Ordering::SeqCst);
+        // The same offset as the clusters' blocks, in ports: 250 blocks x 12 = 3,000 ports.
+        let p = EXTRA_BASE + start_block() * 12 + NEXT_EXTRA.fetch_add(n, Ordering::SeqCst);
         assert!(p + n <= EXTRA_END, "port range 25000-27999 exhausted");
         if (0..n).all(|i| port_free(p + i)) {
             return p;
