@@ -98,6 +98,10 @@ pub struct ClockBound {
     pub min_ms: Option<i64>,
     pub max_ms: Option<i64>,
     pub observations: usize,
+    /// False when the observations contradict each other (the lower bound exceeds the upper):
+    /// the journals are not of one cluster's nodes, or a clock jumped. Neither bound is then
+    /// believed.
+    pub consistent: bool,
 }
 
 impl std::fmt::Display for ClockBound {
@@ -110,6 +114,15 @@ impl std::fmt::Display for ClockBound {
             )
         };
         match (self.min_ms, self.max_ms) {
+            (Some(lo), Some(hi)) if !self.consistent => write!(
+                f,
+                "{}'s and {}'s clocks: the observations contradict each other (at least {}, at \
+                 most {}): these journals are not of one cluster's nodes, or a clock jumped",
+                self.b,
+                self.a,
+                s(lo),
+                s(hi)
+            ),
             (Some(lo), Some(hi)) => write!(
                 f,
                 "{}'s clock minus {}'s is between {} and {} ({} observation{})",
@@ -234,11 +247,22 @@ fn bound_one_way(a: &JournalFile, b: &JournalFile) -> (Option<i64>, Option<i64>,
     (lo, hi, n)
 }
 
-/// Bounds for every pair of files.
+/// Whether `a`'s configuration names `b`'s node as a peer (in any run).
+fn names_as_peer(a: &JournalFile, b: &JournalFile) -> bool {
+    let name = b.node_name();
+    a.runs
+        .iter()
+        .any(|r| r.header.config.peers.iter().any(|p| p.name == name))
+}
+
+/// Bounds for every pair of files whose configurations name each other as peers.
 pub fn clock_bounds(files: &[JournalFile]) -> Vec<ClockBound> {
     let mut out = Vec::new();
     for i in 0..files.len() {
         for j in i + 1..files.len() {
+            if !names_as_peer(&files[i], &files[j]) || !names_as_peer(&files[j], &files[i]) {
+                continue;
+            }
             let (l1, h1, n1) = bound_one_way(&files[i], &files[j]);
             let (l2, h2, n2) = bound_one_way(&files[j], &files[i]);
             // clock(i) - clock(j) in [l2, h2]  =>  clock(j) - clock(i) in [-h2, -l2].
@@ -250,10 +274,60 @@ pub fn clock_bounds(files: &[JournalFile]) -> Vec<ClockBound> {
                 min_ms: lo,
                 max_ms: hi,
                 observations: n1 + n2,
+                consistent: !matches!((lo, hi), (Some(l), Some(h)) if l > h),
             });
         }
     }
     out
+}
+
+/// Checks that `files` can be explained together: one journal per node (the same file, or
+/// two journals of one node, given twice would double that node's history), and warns of
+/// files whose node no other file's configuration names as a peer (unrelated clusters).
+/// `Err` names the offending files.
+pub fn check_set(files: &[JournalFile]) -> Result<Vec<String>, String> {
+    for i in 0..files.len() {
+        for j in i + 1..files.len() {
+            let (a, b) = (&files[i], &files[j]);
+            let same_file = match (a.path.canonicalize(), b.path.canonicalize()) {
+                (Ok(x), Ok(y)) => x == y,
+                _ => a.path == b.path,
+            };
+            if same_file {
+                return Err(format!(
+                    "{} is given twice: give each node's journal once",
+                    a.path.display()
+                ));
+            }
+            if a.node_name() == b.node_name() {
+                return Err(format!(
+                    "{} and {} are both journals of node {}: give one journal per node (a copy, \
+                     or journals of two clusters with the same node names?)",
+                    a.path.display(),
+                    b.path.display(),
+                    a.node_name()
+                ));
+            }
+        }
+    }
+    let mut warnings = Vec::new();
+    if files.len() > 1 {
+        for (i, f) in files.iter().enumerate() {
+            let related = files
+                .iter()
+                .enumerate()
+                .any(|(j, g)| i != j && (names_as_peer(f, g) || names_as_peer(g, f)));
+            if !related {
+                warnings.push(format!(
+                    "{} (node {}) names none of the other journals' nodes as a peer, nor they it: \
+                     not one cluster; its clock is not compared with theirs",
+                    f.path.display(),
+                    f.node_name()
+                ));
+            }
+        }
+    }
+    Ok(warnings)
 }
 
 /// One action in a failover.

@@ -116,3 +116,90 @@ fn why_at_a_time_finds_the_last_state_change_before_it() {
     let e = explain::why(&fs, &WhyTarget::Seq { node: None, seq: 5 }).expect_err("ambiguous");
     assert!(e.to_string().contains("--node"), "{e}");
 }
+
+/// Two unrelated clusters' incidents, the second `shift_ms` later on the wall clock and its
+/// master killed `delay_ms` later after its bootstrap.
+fn two_clusters(
+    name: &str,
+    shift_ms: u64,
+    delay_ms: u64,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let d1 = common::tempdir(&format!("{name}-1"));
+    let d2 = common::tempdir(&format!("{name}-2"));
+    drop(common::promote(Some(&d1)));
+    let mut c = Cluster::ha_pair(Some(&d2), |_| {});
+    c.wall_base += shift_ms;
+    c.bootstrap().expect("bootstrap");
+    c.run_for(delay_ms).expect("run");
+    c.kill_postgres(0);
+    c.run_for(30_000).expect("run");
+    // And back: db0 rejoined as a replica; db1 dies, db0 promotes, db1 sees it.
+    c.kill_postgres(1);
+    c.run_for(30_000).expect("run");
+    drop(c);
+    (d1, d2)
+}
+
+#[test]
+fn the_same_journal_given_twice_is_refused_rather_than_doubled() {
+    let dir = common::tempdir("explain-twice");
+    drop(common::promote(Some(&dir)));
+    let p = common::journal_path(&dir, "db0");
+    let fs = vec![
+        JournalFile::read(&p).expect("read"),
+        JournalFile::read(&p).expect("read"),
+    ];
+    let e = explain::check_set(&fs).expect_err("the same file twice");
+    assert!(e.contains("given twice"), "{e}");
+}
+
+#[test]
+fn journals_of_one_node_name_from_two_clusters_are_refused() {
+    let (d1, d2) = two_clusters("explain-samename", 5_000, 0);
+    let fs = vec![
+        JournalFile::read(common::journal_path(&d1, "db0")).expect("read"),
+        JournalFile::read(common::journal_path(&d1, "db1")).expect("read"),
+        JournalFile::read(common::journal_path(&d2, "db0")).expect("read"),
+    ];
+    let e = explain::check_set(&fs).expect_err("two journals of db0");
+    assert!(e.contains("both journals of node db0"), "{e}");
+}
+
+#[test]
+fn clock_bounds_from_unrelated_clusters_are_never_printed_as_an_inverted_interval() {
+    // db0 of one cluster beside db1 of another whose incident came a little later: db1's
+    // promotion pairs with observations db0 made of a different db1.
+    let mut contradictions = 0;
+    for (shift, delay) in [
+        (1_000, 0),
+        (3_000, 20_000),
+        (7_000, 60_000),
+        (20_000, 5_000),
+    ] {
+        let (d1, d2) = two_clusters(&format!("explain-unrelated-{shift}"), shift, delay);
+        let fs = vec![
+            JournalFile::read(common::journal_path(&d1, "db0")).expect("read"),
+            JournalFile::read(common::journal_path(&d2, "db1")).expect("read"),
+        ];
+        for b in explain::clock_bounds(&fs) {
+            if let (Some(lo), Some(hi)) = (b.min_ms, b.max_ms) {
+                assert_eq!(b.consistent, lo <= hi, "{b:?}");
+                let text = b.to_string();
+                if lo > hi {
+                    contradictions += 1;
+                    assert!(text.contains("contradict"), "{text}");
+                }
+            }
+        }
+        // The report never states an interval whose lower end is above its upper end.
+        let text = explain::render_timeline(&fs);
+        for b in explain::clock_bounds(&fs).iter().filter(|b| !b.consistent) {
+            assert!(!text.contains(&format!("{}'s clock minus", b.b)), "{text}");
+            assert!(text.contains("contradict"), "{text}");
+        }
+    }
+    assert!(
+        contradictions > 0,
+        "no schedule here produced contradicting observations"
+    );
+}

@@ -192,6 +192,17 @@ pub fn explain(args: ExplainArgs) -> ExitCode {
             Err(e) => return fail(&e),
         }
     }
+    match explain::check_set(&files) {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("pgha: warning: {w}");
+            }
+        }
+        Err(e) => {
+            eprintln!("pgha: explain: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let out = match query {
         Query::Timeline if args.json => explain::timeline_json(&files),
         Query::Timeline => explain::render_timeline(&files),
