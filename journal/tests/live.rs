@@ -54,8 +54,13 @@ fn a_run_begun_before_its_first_step_and_stopped_reads_back_with_its_cause_and_r
     // Run 1: refused to start right after its header was written.
     let mut rec = Recorder::create(&path, Header::new(config.clone(), "")).unwrap();
     rec.begin(Timestamp(0), 1_000).unwrap();
-    rec.stop(Timestamp(1), 1_001, "refused", "node.api 127.0.0.1:1: address in use")
-        .unwrap();
+    rec.stop(
+        Timestamp(1),
+        1_001,
+        "refused",
+        "node.api 127.0.0.1:1: address in use",
+    )
+    .unwrap();
     drop(rec);
     // Run 2: one step, then stopped by a signal.
     let mut rec = Recorder::open(&path, Header::new(config, "")).unwrap();
@@ -77,7 +82,10 @@ fn a_run_begun_before_its_first_step_and_stopped_reads_back_with_its_cause_and_r
     assert!(stop.cause.contains("address in use"), "{stop:?}");
     assert_eq!(file.runs[1].steps.len(), 1);
     let stop = file.runs[1].stop.as_ref().expect("run 2 stop");
-    assert_eq!((stop.code.as_str(), stop.cause.as_str()), ("signal", "SIGTERM"));
+    assert_eq!(
+        (stop.code.as_str(), stop.cause.as_str()),
+        ("signal", "SIGTERM")
+    );
     let report = pgha_journal::replay::replay(&file).unwrap();
     assert!(report.identical(), "{report}");
     std::fs::remove_dir_all(&dir).unwrap();

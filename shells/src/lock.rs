@@ -69,7 +69,10 @@ pub fn take_one(what: &str, lock: &Path, holder: &str) -> Result<Flock<File>, St
                 .and_then(|()| held.flush());
             if let Err(e) = written {
                 // The lock holds; only the note for a second daemon is missing.
-                log::warn!("lock file {}: cannot record the holder: {e}", lock.display());
+                log::warn!(
+                    "lock file {}: cannot record the holder: {e}",
+                    lock.display()
+                );
             }
             Ok(held)
         }

@@ -12,23 +12,13 @@ use crate::effectors::{Effectors, ProbeTarget};
 
 /// Runs the daemon until `Msg::Stop` arrives on `rx` (or an error stops it); the journal's
 /// last row of the run says why. Returns why.
-pub fn run(
-    mut d: Daemon,
-    eff: Effectors,
-    tx: mpsc::Sender<Msg>,
-    rx: mpsc::Receiver<Msg>,
-) -> Stop {
+pub fn run(mut d: Daemon, eff: Effectors, tx: mpsc::Sender<Msg>, rx: mpsc::Receiver<Msg>) -> Stop {
     let stop = drive(&mut d, eff, tx, rx);
     d.close(&stop);
     stop
 }
 
-fn drive(
-    d: &mut Daemon,
-    eff: Effectors,
-    tx: mpsc::Sender<Msg>,
-    rx: mpsc::Receiver<Msg>,
-) -> Stop {
+fn drive(d: &mut Daemon, eff: Effectors, tx: mpsc::Sender<Msg>, rx: mpsc::Receiver<Msg>) -> Stop {
     let (action_tx, action_rx) = mpsc::channel::<Command>();
     {
         let eff = eff.clone();
