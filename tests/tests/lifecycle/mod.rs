@@ -24,6 +24,9 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> (Option<i32>, String) {
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("out");
     let file = std::fs::File::create(&out).unwrap();
+    // A process group of its own, so a runaway (runuser and the pgha under it) is killed
+    // whole.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
@@ -36,7 +39,8 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> (Option<i32>, String) {
             break st.code();
         }
         if start.elapsed() > limit {
-            let _ = child.kill();
+            let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+            let _ = nix::sys::signal::kill(group, Signal::SIGKILL);
             let _ = child.wait();
             break None;
         }
@@ -198,14 +202,20 @@ fn sighup_is_logged_and_ignored_and_a_stop_is_journaled_with_its_cause(rt: &'sta
 
 fn an_unwritable_journal_refuses_the_start_with_exit_2_before_anything_starts(rt: &'static str) {
     let c = Cluster::new("badjournal", rt, 2);
-    // An existing journal of db0's, one run long.
+    // Existing journals of db0's, one run long: `seed` closed, `live` left as a killed
+    // daemon leaves it (its `-wal` and `-shm` beside it), so opening it needs no new space.
+    let config = pgha_core::Config::ha_pair("db0", 0, "db1", 1);
     let seed = c.dir.join("seed.journal");
-    {
-        let config = pgha_core::Config::ha_pair("db0", 0, "db1", 1);
-        let mut r =
-            pgha_journal::Recorder::create(&seed, pgha_journal::Header::new(config, "")).unwrap();
+    let live = c.dir.join("live.journal");
+    for (path, close) in [(&seed, true), (&live, false)] {
+        let header = pgha_journal::Header::new(config.clone(), "");
+        let mut r = pgha_journal::Recorder::create(path, header).unwrap();
         r.begin(pgha_core::Timestamp(0), 1).unwrap();
+        if !close {
+            std::mem::forget(r);
+        }
     }
+    assert!(c.dir.join("live.journal-wal").exists());
     let api = c.nodes[0].api;
     let journal = c.nodes[0].journal.clone();
     let check = |what: &str, code: Option<i32>, out: &str, file: &Path| {
@@ -220,19 +230,6 @@ fn an_unwritable_journal_refuses_the_start_with_exit_2_before_anything_starts(rt
         assert!(http(api, "GET", "/health").is_err(), "{what}: an API");
     };
 
-    // A read-only journal file.
-    std::fs::copy(&seed, &journal).unwrap();
-    chown_postgres(&journal);
-    let ro = Command::new("chmod")
-        .arg("0444")
-        .arg(&journal)
-        .status()
-        .unwrap();
-    assert!(ro.success());
-    let (code, out) = run_bounded(pgha_run(&c.nodes[0].config, rt), Duration::from_secs(20));
-    check("read-only journal", code, &out, &journal);
-    std::fs::remove_file(&journal).unwrap();
-
     // A full journal disk: a small tmpfs, filled up, in a mount namespace of its own (the
     // machine's mounts are not touched).
     let disk = c.dir.join("full");
@@ -246,11 +243,11 @@ fn an_unwritable_journal_refuses_the_start_with_exit_2_before_anything_starts(rt
     chown_postgres(&c.dir);
     let script = format!(
         "set -e; mount -t tmpfs -o size=512k,mode=0755 pgha-e2e-full {disk}; \
-         cp {seed} {j}; chown -R postgres:postgres {disk}; \
+         for f in '' -wal -shm; do cp {live}$f {j}$f; done; chown -R postgres:postgres {disk}; \
          runuser -u postgres -- dd if=/dev/zero of={disk}/fill bs=4k 2>/dev/null || true; \
          exec runuser -u postgres -- {pgha} run --runtime {rt} --config {config}",
         disk = disk.display(),
-        seed = seed.display(),
+        live = live.display(),
         j = full_journal.display(),
         pgha = pgha_bin().display(),
         config = config.display(),
@@ -260,6 +257,19 @@ fn an_unwritable_journal_refuses_the_start_with_exit_2_before_anything_starts(rt
         .env("RUST_LOG", "info");
     let (code, out) = run_bounded(cmd, Duration::from_secs(20));
     check("full journal disk", code, &out, &full_journal);
+
+    // A read-only journal file.
+    std::fs::copy(&seed, &journal).unwrap();
+    chown_postgres(&journal);
+    let ro = Command::new("chmod")
+        .arg("0444")
+        .arg(&journal)
+        .status()
+        .unwrap();
+    assert!(ro.success());
+    let (code, out) = run_bounded(pgha_run(&c.nodes[0].config, rt), Duration::from_secs(20));
+    check("read-only journal", code, &out, &journal);
+    std::fs::remove_file(&journal).unwrap();
 }
 
 /// The processes whose command line mentions `needle`.
