@@ -58,6 +58,10 @@ pub struct Run {
 pub struct RunStop {
     pub seq: u64,
     pub wall_ms: u64,
+    pub mono_ms: u64,
+    /// The core's state and role when the daemon stopped.
+    pub state: String,
+    pub role: String,
     /// `signal`, `error` or `refused`.
     pub code: String,
     /// The cause in words: `SIGTERM`, the error, what was refused.
@@ -206,6 +210,9 @@ fn group(path: &Path, rows: Vec<Row>) -> Result<Vec<Run>, JournalError> {
                 run.stop = Some(RunStop {
                     seq: r.seq,
                     wall_ms: row.wall_ms,
+                    mono_ms: row.mono_ms,
+                    state: row.state_after.clone().unwrap_or_default(),
+                    role: row.role.clone().unwrap_or_default(),
                     code: row.reason_code.clone().unwrap_or_default(),
                     cause: row.reason.clone().unwrap_or_default(),
                 });

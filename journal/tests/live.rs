@@ -88,5 +88,12 @@ fn a_run_begun_before_its_first_step_and_stopped_reads_back_with_its_cause_and_r
     );
     let report = pgha_journal::replay::replay(&file).unwrap();
     assert!(report.identical(), "{report}");
+    // `pgha explain` shows both ends in its timeline.
+    let text = pgha_journal::explain::render_timeline(std::slice::from_ref(&file));
+    assert!(
+        text.contains("daemon refused to start: node.api 127.0.0.1:1: address in use"),
+        "{text}"
+    );
+    assert!(text.contains("daemon stopped by SIGTERM"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -194,9 +194,13 @@ fn sighup_is_logged_and_ignored_and_a_stop_is_journaled_with_its_cause(rt: &'sta
     });
     let (_, stop) = last_run_stop(&c.nodes[1].journal);
     assert_eq!(stop, Some(("signal".to_string(), "SIGINT".to_string())));
+    let explained = c
+        .explain()
+        .expect("pgha explain of journals with stop rows");
     assert!(
-        c.explain().is_some(),
-        "pgha explain fails on journals with stop rows"
+        explained.contains("daemon stopped by SIGTERM")
+            && explained.contains("daemon stopped by SIGINT"),
+        "{explained}"
     );
 }
 
