@@ -72,7 +72,33 @@ fn entry(file: usize, run: &Run, step: &RecordedStep, seq: u64, t: &Transition) 
     }
 }
 
-/// Every state change and operator request of every file, by wall clock.
+/// The end of a run its daemon recorded (a `stop` row): state `stopped`, the role kept
+/// (postgres keeps running), code `daemon_<signal|error|refused>`.
+fn stop_entry(file: usize, run: &Run, stop: &crate::read::RunStop) -> TimelineEntry {
+    let reason = match stop.code.as_str() {
+        "signal" => format!("daemon stopped by {}", stop.cause),
+        "refused" => format!("daemon refused to start: {}", stop.cause),
+        _ => format!("daemon stopped on an error: {}", stop.cause),
+    };
+    TimelineEntry {
+        node: run.header.node.clone(),
+        file,
+        run: run.number,
+        seq: stop.seq,
+        wall_ms: stop.wall_ms,
+        utc: format_utc(stop.wall_ms),
+        mono_ms: stop.mono_ms,
+        from: stop.state.clone(),
+        to: "stopped".into(),
+        role_from: stop.role.clone(),
+        role_to: stop.role.clone(),
+        code: format!("daemon_{}", stop.code),
+        reason,
+    }
+}
+
+/// Every state change and operator request of every file, and every recorded daemon stop,
+/// by wall clock.
 pub fn timeline(files: &[JournalFile]) -> Vec<TimelineEntry> {
     let mut out = Vec::new();
     for (fi, f) in files.iter().enumerate() {
@@ -83,6 +109,9 @@ pub fn timeline(files: &[JournalFile]) -> Vec<TimelineEntry> {
                         out.push(entry(fi, run, step, t.seq, &t.value));
                     }
                 }
+            }
+            if let Some(stop) = &run.stop {
+                out.push(stop_entry(fi, run, stop));
             }
         }
     }

@@ -59,6 +59,6 @@ pub mod whatif;
 
 pub use codec::{CODEC_VERSION, Header, Snapshot};
 pub use error::JournalError;
-pub use read::{JournalFile, Recorded, RecordedSnapshot, RecordedStep, Run};
+pub use read::{JournalFile, Recorded, RecordedSnapshot, RecordedStep, Run, RunStop};
 pub use recorder::{Options, Recorder, Step};
 pub use retention::{PruneReport, Retention};

@@ -48,6 +48,24 @@ pub struct Run {
     pub start: Option<Box<Node>>,
     pub steps: Vec<RecordedStep>,
     pub snapshots: Vec<RecordedSnapshot>,
+    /// How the run ended, when its daemon could say (a `stop` row); `None` for a run that
+    /// is still going or whose daemon was killed.
+    pub stop: Option<RunStop>,
+}
+
+/// The `stop` row that ends a run: why the daemon stopped (or refused to start).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunStop {
+    pub seq: u64,
+    pub wall_ms: u64,
+    pub mono_ms: u64,
+    /// The core's state and role when the daemon stopped.
+    pub state: String,
+    pub role: String,
+    /// `signal`, `error` or `refused`.
+    pub code: String,
+    /// The cause in words: `SIGTERM`, the error, what was refused.
+    pub cause: String,
 }
 
 impl Run {
@@ -151,6 +169,7 @@ fn group(path: &Path, rows: Vec<Row>) -> Result<Vec<Run>, JournalError> {
                     start: None,
                     steps: Vec::new(),
                     snapshots: Vec::new(),
+                    stop: None,
                 });
             }
             Kind::Snapshot => match current {
@@ -177,9 +196,27 @@ fn group(path: &Path, rows: Vec<Row>) -> Result<Vec<Run>, JournalError> {
                         start: Some(Box::new(snap.node)),
                         steps: Vec::new(),
                         snapshots: Vec::new(),
+                        stop: None,
                     });
                 }
             },
+            Kind::Stop => {
+                let Some(run) = current else {
+                    return Err(corrupt(
+                        r.seq,
+                        format!("stop of run {} without its run header", row.run),
+                    ));
+                };
+                run.stop = Some(RunStop {
+                    seq: r.seq,
+                    wall_ms: row.wall_ms,
+                    mono_ms: row.mono_ms,
+                    state: row.state_after.clone().unwrap_or_default(),
+                    role: row.role.clone().unwrap_or_default(),
+                    code: row.reason_code.clone().unwrap_or_default(),
+                    cause: row.reason.clone().unwrap_or_default(),
+                });
+            }
             Kind::Input => {
                 let Some(run) = current else {
                     return Err(corrupt(

@@ -239,6 +239,81 @@ impl Recorder {
         Ok(step)
     }
 
+    /// Writes this run's header row now, before any input, so a journal that cannot be
+    /// written (a read-only file or disk, a full disk) is found before the caller starts
+    /// anything. A no-op once the header is written.
+    pub fn begin(&mut self, now: Timestamp, wall_ms: u64) -> Result<(), JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        if self.started {
+            return Ok(());
+        }
+        let mut r = self.run_row(now, wall_ms);
+        r.reason = Some(format!(
+            "pgha {}, codec {}",
+            self.header.pgha_version, self.header.codec_version
+        ));
+        if let Err(e) = self.store.append(std::slice::from_ref(&r)) {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.started = true;
+        self.last_snapshot = now;
+        Ok(())
+    }
+
+    /// Ends the run with a `stop` row saying why: `code` is `signal`, `error` or `refused`,
+    /// `cause` the words (`SIGTERM`, the error). Writes the run's header first if no step
+    /// did. Fails on a poisoned recorder (its file could not be written before).
+    pub fn stop(
+        &mut self,
+        now: Timestamp,
+        wall_ms: u64,
+        code: &str,
+        cause: &str,
+    ) -> Result<(), JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        self.begin(now, wall_ms)?;
+        let state = self.node.state();
+        let row = NewRow {
+            run: self.run,
+            wall_ms,
+            mono_ms: now.0,
+            node: self.header.node.clone(),
+            kind: Kind::Stop,
+            state_before: Some(state.name().to_string()),
+            state_after: Some(state.name().to_string()),
+            role: Some(state.role().name().to_string()),
+            reason_code: Some(code.to_string()),
+            reason: Some(cause.to_string()),
+            payload: codec::encode(&cause.to_string()),
+        };
+        if let Err(e) = self.store.append(std::slice::from_ref(&row)) {
+            self.poisoned = true;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn run_row(&self, now: Timestamp, wall_ms: u64) -> NewRow {
+        NewRow {
+            run: self.run,
+            wall_ms,
+            mono_ms: now.0,
+            node: self.header.node.clone(),
+            kind: Kind::Run,
+            state_before: None,
+            state_after: None,
+            role: None,
+            reason_code: None,
+            reason: None,
+            payload: codec::encode_header(&self.header),
+        }
+    }
+
     /// [`Recorder::step`] with [`Input::Timeout`].
     pub fn timeout(&mut self, now: Timestamp, wall_ms: u64) -> Result<Step, JournalError> {
         self.step(now, wall_ms, Input::Timeout)

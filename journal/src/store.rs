@@ -58,6 +58,10 @@ pub enum Kind {
     Command,
     /// The whole node between two inputs: [`crate::Snapshot`].
     Snapshot,
+    /// The end of a run: the daemon stopped (or refused to start) and why. `reason_code` is
+    /// `signal`, `error` or `refused`, `reason` the cause in words; the payload is the
+    /// same cause as a codec-encoded string.
+    Stop,
 }
 
 impl Kind {
@@ -68,6 +72,7 @@ impl Kind {
             Kind::Transition => "transition",
             Kind::Command => "command",
             Kind::Snapshot => "snapshot",
+            Kind::Stop => "stop",
         }
     }
 
@@ -78,6 +83,7 @@ impl Kind {
             "transition" => Kind::Transition,
             "command" => Kind::Command,
             "snapshot" => Kind::Snapshot,
+            "stop" => Kind::Stop,
             _ => return None,
         })
     }

@@ -27,22 +27,24 @@ struct Driver {
 }
 
 impl Driver {
+    /// Opens the journal and writes the run's header at once: a journal that cannot be
+    /// written (read-only, full disk) is found here, before anything starts.
     fn open(cfg: &FileConfig, config_text: String) -> Result<Driver, String> {
         let header = pgha_journal::Header::new(cfg.core.clone(), config_text);
-        let recorder = pgha_journal::Recorder::open(&cfg.journal, header)
-            .map_err(|e| format!("journal.path = {}: {e}", cfg.journal.display()))?
+        let named = |e: pgha_journal::JournalError| {
+            format!("journal.path = {}: {e}", cfg.journal.display())
+        };
+        let mut recorder = pgha_journal::Recorder::open(&cfg.journal, header)
+            .map_err(named)?
             .with_options(cfg.journal_options.clone());
+        recorder.begin(Timestamp::ZERO, wall_ms()).map_err(named)?;
         Ok(Driver { recorder })
     }
 
     fn step(&mut self, now: Timestamp, input: Input) -> Result<Step, String> {
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         let s = self
             .recorder
-            .step(now, wall_ms, input)
+            .step(now, wall_ms(), input)
             .map_err(|e| format!("journal {}: {e}", self.recorder.path().display()))?;
         Ok(Step {
             transitions: s.transitions,
@@ -52,6 +54,61 @@ impl Driver {
 
     fn node(&self) -> &pgha_core::Node {
         self.recorder.node()
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Why a daemon stops; journaled as the run's `stop` row and logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// A signal asked it to (`SIGTERM`, `SIGINT`, `SIGQUIT`): exit 0.
+    Signal(String),
+    /// A runtime error (the journal could not be written, a panic): exit 1.
+    Error(String),
+    /// It refused to start after the journal was open (e.g. the API address in use): exit 2.
+    Refused(String),
+}
+
+impl Stop {
+    /// The `stop` row's `reason_code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Stop::Signal(_) => "signal",
+            Stop::Error(_) => "error",
+            Stop::Refused(_) => "refused",
+        }
+    }
+
+    pub fn cause(&self) -> &str {
+        match self {
+            Stop::Signal(s) | Stop::Error(s) | Stop::Refused(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Signal(s) => write!(f, "stopped by {s}"),
+            Stop::Error(e) => write!(f, "stopped on an error: {e}"),
+            Stop::Refused(e) => write!(f, "refused to start: {e}"),
+        }
+    }
+}
+
+/// The last panic's message, for the journal's `stop` row of a daemon that panicked.
+static PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Records a panic's message (the daemon's panic hook calls it).
+pub fn note_panic(message: String) {
+    if let Ok(mut p) = PANIC.lock() {
+        *p = Some(message);
     }
 }
 
@@ -114,6 +171,8 @@ pub struct Daemon {
     local_detail: Option<(Timestamp, ProbeDetail)>,
     peer_detail: Vec<Option<(Timestamp, ProbeDetail)>>,
     probes: std::collections::BTreeMap<CommandId, ProbeTarget>,
+    /// Set once the run's `stop` row is written (or given up on).
+    closed: bool,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -189,6 +248,7 @@ impl Daemon {
             local_detail: None,
             peer_detail: vec![None; n],
             probes: Default::default(),
+            closed: false,
         })
     }
 
@@ -337,9 +397,58 @@ impl Daemon {
         }
     }
 
-    /// Ends the daemon: the journal is closed (every step was already durable).
-    pub fn close(self) {
-        log::info!("journal {} closed", self.cfg.journal.display());
-        drop(self.driver);
+    /// Ends the daemon: logs why, ends the run with a `stop` row saying why, and closes the
+    /// journal (every step was already durable).
+    pub fn close(mut self, stop: &Stop) {
+        self.write_stop(stop);
+    }
+
+    fn write_stop(&mut self, stop: &Stop) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        match stop {
+            Stop::Signal(_) => log::info!("{stop} (postgres keeps running)"),
+            _ => log::error!("{stop}"),
+        }
+        let now = self.now();
+        match self
+            .driver
+            .recorder
+            .stop(now, wall_ms(), stop.code(), stop.cause())
+        {
+            Ok(()) => log::info!(
+                "journal {} closed: the run's stop row says {} ({})",
+                self.cfg.journal.display(),
+                stop.code(),
+                stop.cause()
+            ),
+            Err(e) => log::error!(
+                "journal {}: cannot record the stop: {e}",
+                self.cfg.journal.display()
+            ),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    /// A daemon dropped without [`Daemon::close`] is unwinding from a panic: the journal
+    /// still says so.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        let message = PANIC
+            .lock()
+            .ok()
+            .and_then(|p| p.clone())
+            .unwrap_or_else(|| "the main loop ended without a cause".into());
+        let stop = if std::thread::panicking() {
+            Stop::Error(format!("panic: {message}"))
+        } else {
+            Stop::Error(message)
+        };
+        self.write_stop(&stop);
     }
 }

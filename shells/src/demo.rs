@@ -1,11 +1,15 @@
 //! `pgha demo`: a two-node cluster in a temporary directory, failed over and back, in well
 //! under a minute. It needs only PostgreSQL's programs. Run as root, postgres and the two
 //! daemons run as the `postgres` user (PostgreSQL refuses root); else as the current user.
-//! Everything it starts is stopped by PID at the end, whatever happens.
+//! Everything it starts is stopped by PID at the end, whatever happens: an error, or SIGINT,
+//! SIGTERM or SIGHUP (caught: the demo stops its daemons and postgres servers, removes its
+//! directory unless `--keep`, and exits 128 + the signal's number).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -46,6 +50,8 @@ struct Demo {
     nodes: Vec<DemoNode>,
     keep: bool,
     start: Instant,
+    /// The signal that interrupted the demo (0: none yet).
+    interrupted: Arc<AtomicUsize>,
 }
 
 /// This executable if the user the daemons run as can execute it, else a copy in `dir`.
@@ -81,7 +87,33 @@ fn kill(pid: i32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
 
+/// The signals that interrupt the demo, which then cleans up.
+const INTERRUPTS: [i32; 3] = [
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+];
+
+fn signal_name(sig: usize) -> String {
+    i32::try_from(sig)
+        .ok()
+        .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|| format!("signal {sig}"))
+}
+
 impl Demo {
+    /// An error once a signal interrupted the demo: every step and wait checks it.
+    fn check(&self) -> Result<(), String> {
+        match self.interrupted.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            sig => Err(format!(
+                "interrupted by {}: stopping everything it started",
+                signal_name(sig)
+            )),
+        }
+    }
+
     fn say(&self, msg: &str) {
         println!("[{:5.1} s] {msg}", self.start.elapsed().as_secs_f64());
     }
@@ -97,6 +129,7 @@ impl Demo {
     }
 
     fn start_daemon(&mut self, i: usize) -> Result<(), String> {
+        self.check()?;
         let exe = self.exe.clone();
         let n = &self.nodes[i];
         let log = std::fs::OpenOptions::new()
@@ -186,6 +219,7 @@ impl Demo {
     fn wait_state(&self, i: usize, state: &str, limit: Duration) -> Result<(), String> {
         let start = Instant::now();
         loop {
+            self.check()?;
             if let Some(s) = self.status(i)
                 && s["state"] == state
                 && s["local"]["result"] == state
@@ -205,6 +239,7 @@ impl Demo {
     }
 
     fn client(&self, i: usize) -> Result<postgres::Client, String> {
+        self.check()?;
         postgres::Config::new()
             .host("127.0.0.1")
             .port(self.nodes[i].pg_port)
@@ -229,6 +264,7 @@ impl Demo {
     fn wait_rows(&self, i: usize, n: usize, limit: Duration) -> Result<Vec<String>, String> {
         let start = Instant::now();
         loop {
+            self.check()?;
             if let Ok(r) = self.rows(i)
                 && r.len() == n
             {
@@ -318,16 +354,34 @@ path = "{journal}"
 }
 
 pub fn demo(args: DemoArgs) -> ExitCode {
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+    // Caught, not fatal: the demo notices at its next step or wait and cleans up.
+    let interrupted = Arc::new(AtomicUsize::new(0));
+    for sig in INTERRUPTS {
+        if let Err(e) = signal_hook::flag::register_usize(sig, interrupted.clone(), sig as usize) {
+            eprintln!("pgha demo: cannot install a signal handler: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let result = run(args, interrupted.clone());
+    let sig = interrupted.load(Ordering::SeqCst);
+    match result {
+        Ok(()) if sig == 0 => ExitCode::SUCCESS,
+        Ok(()) => {
+            eprintln!("pgha demo: interrupted by {}", signal_name(sig));
+            ExitCode::from((128 + sig).min(255) as u8)
+        }
         Err(e) => {
             eprintln!("pgha demo: {e}");
-            ExitCode::from(1)
+            if sig == 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from((128 + sig).min(255) as u8)
+            }
         }
     }
 }
 
-fn run(args: DemoArgs) -> Result<(), String> {
+fn run(args: DemoArgs, interrupted: Arc<AtomicUsize>) -> Result<(), String> {
     let bin_dir = match args.bin_dir {
         Some(b) => b,
         None => crate::config::find_bin_dir().ok_or(
@@ -365,6 +419,7 @@ fn run(args: DemoArgs) -> Result<(), String> {
         nodes: Vec::new(),
         keep: args.keep,
         start: Instant::now(),
+        interrupted,
     };
     for i in 0..2 {
         let name = format!("db{i}");

@@ -19,6 +19,7 @@ mod demo;
 mod effectors;
 mod haproxy;
 mod journal_cli;
+mod lock;
 mod runtime;
 
 /// pgha: PostgreSQL high availability, one daemon beside each node.
@@ -167,8 +168,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// `pgha run`: checks everything before starting anything, then drives the core until
-/// SIGTERM or SIGINT.
+/// The signals the daemon handles: these stop it (journaled as the cause)...
+const STOP_SIGNALS: [i32; 3] = [
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGQUIT,
+];
+/// ... and these are logged and ignored (their default action would end it silently).
+const IGNORED_SIGNALS: [i32; 3] = [
+    signal_hook::consts::SIGHUP,
+    signal_hook::consts::SIGUSR1,
+    signal_hook::consts::SIGUSR2,
+];
+
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// `pgha run`: checks everything and takes the locks before starting anything, then drives
+/// the core until a stop signal; every exit says why in the log and, once the journal is
+/// open, in the journal (the run's `stop` row).
 fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
     if nix::unistd::geteuid().is_root() {
         eprintln!(
@@ -178,13 +199,25 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    // The handlers first, so no signal's default action ends the daemon silently from here
+    // on; signal-hook runs no code in the handler, and queues what arrives before the
+    // thread below reads it.
+    let mut signals = match signal_hook::iterator::Signals::new(
+        STOP_SIGNALS.iter().chain(IGNORED_SIGNALS.iter()),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pgha: cannot install signal handlers: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cfg = match load(path) {
         Ok(c) => Arc::new(c),
         Err(code) => return code,
     };
-    // The API address is taken before the journal is opened: a clash starts nothing.
-    let server = match api::bind(cfg.node.api) {
-        Ok(s) => s,
+    // One daemon per data dir and per journal: locked before anything is opened or bound.
+    let _locks = match lock::take(&cfg, path) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("pgha: {}: {e}", path.display());
             return ExitCode::from(2);
@@ -195,24 +228,44 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         RuntimeKind::Threads => "threads",
         RuntimeKind::Smol => "smol",
     };
+    // The journal next, with the run's header written: a read-only or full journal refuses
+    // the start before the API is bound or anything else starts.
     let d = match daemon::Daemon::open(cfg.clone(), text, runtime_name) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("pgha: {e}");
+            eprintln!("pgha: {}: {e}", path.display());
             return ExitCode::from(2);
         }
     };
+    // From here on a refusal ends the run with a `stop` row saying why.
+    let refuse = |d: daemon::Daemon, e: String| {
+        eprintln!("pgha: {}: {e}", path.display());
+        d.close(&daemon::Stop::Refused(e));
+        ExitCode::from(2)
+    };
+    let server = match api::bind(cfg.node.api) {
+        Ok(s) => s,
+        Err(e) => return refuse(d, e.to_string()),
+    };
+    // A panic is logged, and journaled by the daemon's drop.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        log::error!("panic: {info}");
+        daemon::note_panic(info.to_string());
+        default_hook(info);
+    }));
     let status = d.status_handle();
     let eff = effectors::Effectors::new(cfg.clone()).with_status(status.clone());
     // One channel type per runtime; the API and the signal handler only need "send".
-    let (submit, start): (api::Submit, Box<dyn FnOnce() -> Result<(), String>>) = match kind {
+    type Start = Box<dyn FnOnce(daemon::Daemon) -> daemon::Stop>;
+    let (submit, start): (api::Submit, Start) = match kind {
         RuntimeKind::Threads => {
             let (tx, rx) = std::sync::mpsc::channel();
             let t2 = tx.clone();
             let submit: api::Submit = Arc::new(move |m| t2.send(m).is_ok());
             (
                 submit,
-                Box::new(move || runtime::threads::run(d, eff, tx, rx)),
+                Box::new(move |d| runtime::threads::run(d, eff, tx, rx)),
             )
         }
         RuntimeKind::Smol => {
@@ -221,35 +274,34 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
             let submit: api::Submit = Arc::new(move |m| t2.try_send(m).is_ok());
             (
                 submit,
-                Box::new(move || runtime::smol_rt::run(d, eff, tx, rx)),
+                Box::new(move |d| runtime::smol_rt::run(d, eff, tx, rx)),
             )
         }
     };
     let api = match api::serve(server, status.clone(), submit.clone()) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("pgha: {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
+        Err(e) => return refuse(d, e.to_string()),
     };
-    // SIGTERM and SIGINT end the main loop through its own channel, so the journal is closed
-    // by the loop itself; signal-hook runs no code in the signal handler.
+    // A stop signal ends the main loop through its own channel, so the loop itself writes
+    // the journal's last row; SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored.
     let stopper = submit.clone();
-    let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pgha: cannot install signal handlers: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let sig_handle = signals.handle();
     std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            log::info!("signal {sig}: stopping the daemon (postgres keeps running)");
-            stopper(runtime::Msg::Stop);
+        let mut stopping = false;
+        for sig in signals.forever() {
+            let name = signal_name(sig);
+            if IGNORED_SIGNALS.contains(&sig) {
+                log::warn!(
+                    "{name} received: ignored (pgha does not reload its configuration; \
+                     restart the daemon to apply a change)"
+                );
+            } else if stopping {
+                log::warn!("{name} received: already stopping");
+            } else {
+                stopping = true;
+                log::info!("{name} received: stopping the daemon (postgres keeps running)");
+                stopper(runtime::Msg::Stop(daemon::Stop::Signal(name)));
+            }
         }
     });
     log::info!(
@@ -260,18 +312,13 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         cfg.node.api,
         cfg.journal.display()
     );
-    let result = start();
+    let stop = start(d);
     sig_handle.close();
     api.stop();
     effectors::process::terminate_running();
-    match result {
-        Ok(()) => {
-            log::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            log::error!("stopped on an error: {e}");
-            ExitCode::from(1)
-        }
+    match stop {
+        daemon::Stop::Signal(_) => ExitCode::SUCCESS,
+        daemon::Stop::Error(_) => ExitCode::from(1),
+        daemon::Stop::Refused(_) => ExitCode::from(2),
     }
 }

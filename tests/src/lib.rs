@@ -64,12 +64,13 @@ fn parallel() -> usize {
         .unwrap_or(2)
 }
 
-/// A slot among the clusters allowed to run at once; freed on drop.
+/// A slot among the clusters allowed to run at once; freed on drop. Every [`Cluster`] holds
+/// one; a test that starts postgres servers some other way (`pgha demo`) takes one itself.
 #[derive(Debug)]
-struct Slot;
+pub struct Slot;
 
 impl Slot {
-    fn take() -> Slot {
+    pub fn take() -> Slot {
         let mut n = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
         while *n >= parallel() {
             n = FREED.wait(n).unwrap_or_else(|e| e.into_inner());
@@ -87,7 +88,8 @@ impl Drop for Slot {
     }
 }
 
-fn port_free(port: u16) -> bool {
+/// Whether nothing listens on 127.0.0.1:`port` (it can be bound now).
+pub fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 

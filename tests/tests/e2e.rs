@@ -9,6 +9,7 @@ use pgha_tests::{Cluster, Extra, failover_bound, wait_for};
 const BOOT: Duration = Duration::from_secs(40);
 const REJOIN: Duration = Duration::from_secs(40);
 
+mod lifecycle;
 mod routing;
 
 /// Starts a two-node cluster and waits for db0 master, db1 streaming replica.
@@ -453,7 +454,9 @@ fn bad_configs_are_refused_before_anything_starts(rt: &'static str) {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/pgha.toml"));
-    // The API address already in use: refused before the journal is opened.
+    // The API address already in use: refused after the journal is opened (so a journal
+    // that cannot be written is found first), before anything starts; the journal's run
+    // says why.
     let holder = std::net::TcpListener::bind(c.nodes[0].api).unwrap();
     let out = std::process::Command::new("runuser")
         .args(["-u", "postgres", "--"])
@@ -466,10 +469,16 @@ fn bad_configs_are_refused_before_anything_starts(rt: &'static str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "API in use: {err}");
     assert!(err.contains("node.api"), "API in use: {err}");
-    // Nothing started: no data dir, no journal, no postgres.
+    // Nothing started: no data dir, no postgres; the journal's only run has no step and
+    // ends with a stop row naming the API address.
     assert!(!c.nodes[0].data_dir.exists());
-    assert!(!c.nodes[0].journal.exists());
     assert!(c.postmaster_pid(0).is_none());
+    let f = pgha_journal::JournalFile::read(&c.nodes[0].journal).unwrap();
+    assert_eq!(f.runs.len(), 1);
+    assert!(f.runs[0].steps.is_empty());
+    let stop = f.runs[0].stop.as_ref().expect("a stop row");
+    assert_eq!(stop.code, "refused");
+    assert!(stop.cause.contains("node.api"), "{stop:?}");
 }
 
 macro_rules! both_runtimes {

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use pgha_core::{Event, Input};
 
-use crate::daemon::{Daemon, Step, TransitionView, render};
+use crate::daemon::{Daemon, Step, Stop, TransitionView, render};
 use crate::effectors::{Effectors, ProbeDetail};
 
 /// A message to a runtime's main loop.
@@ -32,7 +32,8 @@ pub enum Msg {
         request: OperatorRequest,
         reply: mpsc::Sender<OperatorReply>,
     },
-    Stop,
+    /// End the main loop; the journal's `stop` row gives the cause.
+    Stop(Stop),
 }
 
 /// What the daemon did with an operator request.
@@ -66,34 +67,64 @@ impl OperatorReply {
     }
 }
 
-/// Feeds one message to the core (a timer when `msg` is `None`) and returns what to carry
-/// out; `Ok(None)` means stop. Operator requests are answered here with what they produced.
-pub fn handle(d: &mut Daemon, msg: Option<Msg>) -> Result<Option<Step>, String> {
-    let step = match msg {
-        None => d.step(Input::Timeout)?,
-        Some(Msg::Stop) => return Ok(None),
-        Some(Msg::Probe { id, detail }) => d.probe_done(id, detail)?,
+/// What the main loop does next.
+#[derive(Debug)]
+pub enum Flow {
+    /// Carry out the step's commands and go on.
+    Carry(Step),
+    /// Stop, for this reason.
+    Stop(Stop),
+}
+
+impl From<Result<Step, String>> for Flow {
+    fn from(r: Result<Step, String>) -> Flow {
+        match r {
+            Ok(step) => Flow::Carry(step),
+            Err(e) => Flow::Stop(Stop::Error(e)),
+        }
+    }
+}
+
+/// Feeds one message to the core (a timer when `msg` is `None`) and says what to do next:
+/// carry out a step, or stop (asked to, or the journal could not be written). Operator
+/// requests are answered here with what they produced.
+pub fn handle(d: &mut Daemon, msg: Option<Msg>) -> Flow {
+    match msg {
+        None => d.step(Input::Timeout).into(),
+        Some(Msg::Stop(stop)) => Flow::Stop(stop),
+        Some(Msg::Probe { id, detail }) => d.probe_done(id, detail).into(),
         Some(Msg::Done {
             id,
             outcome,
             duration_ms,
-        }) => d.step(Input::Event(Event::CommandDone {
-            id,
-            outcome,
-            duration_ms,
-        }))?,
+        }) => d
+            .step(Input::Event(Event::CommandDone {
+                id,
+                outcome,
+                duration_ms,
+            }))
+            .into(),
         Some(Msg::Operator { request, reply }) => {
-            let step = d.operator(request)?;
-            let answer = OperatorReply::new(request, &step, &d.config().core, d.state());
-            let _ = reply.send(answer);
-            step
+            let step = d.operator(request);
+            if let Ok(step) = &step {
+                let answer = OperatorReply::new(request, step, &d.config().core, d.state());
+                let _ = reply.send(answer);
+            }
+            step.into()
         }
-    };
-    Ok(Some(step))
+    }
 }
 
-/// Carries out one action with its time limit, as the action worker does: the effector
-/// bounds its own programs; this bound is the backstop. Returns the outcome and duration.
+/// The first step of both runtimes: the local facts, fed as `Event::Started`.
+pub fn started(d: &mut Daemon, facts: pgha_core::LocalFacts) -> Flow {
+    log::info!("local facts: {facts:?}");
+    d.step(Input::Event(Event::Started(facts))).into()
+}
+
+/// Carries out one action with its time limit, then queues its `[hooks]` command: what
+/// both runtimes' action workers run for every action (blocking; the smol runtime runs it
+/// through `smol::unblock`), so neither can skip a hook. The effector bounds its own
+/// programs; this bound is the backstop. Returns the outcome and duration.
 pub fn run_action(eff: &Effectors, kind: CommandKind) -> (Result<(), Failure>, u64) {
     let start = Instant::now();
     let limit = eff.time_limit(kind);

@@ -4,24 +4,26 @@
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 
-use pgha_core::{Command, Event, Input};
+use pgha_core::Command;
 
-use super::{Msg, handle, run_action, wait_for};
-use crate::daemon::{Daemon, Step};
+use super::{Flow, Msg, handle, run_action, started, wait_for};
+use crate::daemon::{Daemon, Step, Stop};
 use crate::effectors::{Effectors, ProbeTarget};
 
-/// Runs the daemon until `Msg::Stop` arrives on `rx` (or every sender is gone).
-pub fn run(
-    mut d: Daemon,
-    eff: Effectors,
-    tx: mpsc::Sender<Msg>,
-    rx: mpsc::Receiver<Msg>,
-) -> Result<(), String> {
+/// Runs the daemon until `Msg::Stop` arrives on `rx` (or an error stops it); the journal's
+/// last row of the run says why. Returns why.
+pub fn run(mut d: Daemon, eff: Effectors, tx: mpsc::Sender<Msg>, rx: mpsc::Receiver<Msg>) -> Stop {
+    let stop = drive(&mut d, eff, tx, rx);
+    d.close(&stop);
+    stop
+}
+
+fn drive(d: &mut Daemon, eff: Effectors, tx: mpsc::Sender<Msg>, rx: mpsc::Receiver<Msg>) -> Stop {
     let (action_tx, action_rx) = mpsc::channel::<Command>();
     {
         let eff = eff.clone();
         let tx = tx.clone();
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("pgha-actions".into())
             .spawn(move || {
                 for c in action_rx {
@@ -37,8 +39,10 @@ pub fn run(
                         break;
                     }
                 }
-            })
-            .map_err(|e| format!("cannot start the action worker: {e}"))?;
+            });
+        if let Err(e) = spawned {
+            return Stop::Error(format!("cannot start the action worker: {e}"));
+        }
     }
     let carry = |step: Step| {
         for c in step.commands {
@@ -65,21 +69,20 @@ pub fn run(
         }
     };
 
-    let facts = eff.local_facts();
-    log::info!("local facts: {facts:?}");
-    carry(d.step(Input::Event(Event::Started(facts)))?);
+    let mut flow = started(d, eff.local_facts());
     loop {
+        match flow {
+            Flow::Carry(step) => carry(step),
+            Flow::Stop(stop) => return stop,
+        }
         let wait = wait_for(d.now(), d.next_deadline());
         let msg = match rx.recv_timeout(wait) {
             Ok(m) => Some(m),
             Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Stop::Error("the main loop's channel closed".into());
+            }
         };
-        match handle(&mut d, msg)? {
-            Some(step) => carry(step),
-            None => break,
-        }
+        flow = handle(d, msg);
     }
-    d.close();
-    Ok(())
 }

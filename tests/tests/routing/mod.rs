@@ -29,8 +29,9 @@ fn cli_ok(c: &Cluster, args: &[&str]) -> (bool, String) {
     )
 }
 
-#[test]
-fn haproxy_sends_the_write_port_to_the_master_and_the_readonly_port_to_the_replica() {
+fn haproxy_sends_the_write_port_to_the_master_and_the_readonly_port_to_the_replica(
+    rt: &'static str,
+) {
     let ports = extra_ports(2);
     let (write, readonly) = (ports, ports + 1);
     let extra = Extra {
@@ -39,7 +40,7 @@ fn haproxy_sends_the_write_port_to_the_master_and_the_readonly_port_to_the_repli
         ),
         ..Extra::default()
     };
-    let mut c = bootstrapped("haproxy", "threads", extra);
+    let mut c = bootstrapped("haproxy", rt, extra);
     let cfg0 = c.nodes[0].config.display().to_string();
     let out = c.pgha(&["haproxy-config", "--config", &cfg0]);
     assert!(out.status.success(), "{out:?}");
@@ -173,11 +174,15 @@ fn client_in_recovery(net: &Net, addr: &str, port: u16) -> Option<bool> {
     }
 }
 
-#[test]
-fn the_vip_follows_the_master_between_network_namespaces_and_is_never_on_both() {
+/// The namespace tests use one fixed subnet and bridge name per process: one at a time.
+static ONE_NET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn the_vip_follows_the_master_between_network_namespaces_and_is_never_on_both(rt: &'static str) {
+    let _net = ONE_NET.lock().unwrap_or_else(|e| e.into_inner());
     const VIP: &str = "198.51.100.100";
     let net = Net::new(&["198.51.100.10", "198.51.100.11", "198.51.100.20"]);
-    let bin_root = std::env::temp_dir().join(format!("pgha-e2e-vipbin-{}", std::process::id()));
+    let bin_root =
+        std::env::temp_dir().join(format!("pgha-e2e-vipbin-{rt}-{}", std::process::id()));
     let bin = bin_dir_trusting(&bin_root, "198.51.100.0/24");
     let extra = Extra {
         hosts: vec!["198.51.100.10".into(), "198.51.100.11".into()],
@@ -188,7 +193,7 @@ fn the_vip_follows_the_master_between_network_namespaces_and_is_never_on_both() 
         sections: format!("[vip]\naddress = \"{VIP}\"\ninterface = \"eth0\"\ntakeover_wait = 3\n"),
         ..Extra::default()
     };
-    let mut c = Cluster::with("vip", "threads", 2, extra);
+    let mut c = Cluster::with("vip", rt, 2, extra);
     let port = c.nodes[0].pg_port;
     c.start(0);
     c.wait_state(0, "master", Duration::from_secs(40));
@@ -259,8 +264,9 @@ fn the_vip_follows_the_master_between_network_namespaces_and_is_never_on_both() 
     let _ = std::fs::remove_dir_all(&bin_root);
 }
 
-#[test]
-fn pgbouncer_is_paused_and_repointed_so_a_writing_client_waits_through_a_failover_and_hooks_run() {
+fn pgbouncer_is_paused_and_repointed_so_a_writing_client_waits_through_a_failover_and_hooks_run(
+    rt: &'static str,
+) {
     let port = extra_ports(1);
     let dir =
         std::env::temp_dir().join(format!("pgha-e2e-pgbouncer-{}-{port}", std::process::id()));
@@ -279,7 +285,7 @@ fn pgbouncer_is_paused_and_repointed_so_a_writing_client_waits_through_a_failove
         ),
         ..Extra::default()
     };
-    let mut c = Cluster::with("pgbouncer", "threads", 2, extra);
+    let mut c = Cluster::with("pgbouncer", rt, 2, extra);
     std::fs::write(
         &ini,
         format!(
@@ -431,4 +437,23 @@ fn program(name: &str) -> std::path::PathBuf {
         .map(|d| std::path::Path::new(d).join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{name} is not installed (scripts/test installs it)"))
+}
+
+macro_rules! both_runtimes {
+    ($($name:ident),* $(,)?) => {
+        mod threads {
+            $( #[test] fn $name() { super::$name("threads") } )*
+        }
+        mod smol {
+            $( #[test] fn $name() { super::$name("smol") } )*
+        }
+    };
+}
+
+// Every routing scenario under both runtimes: the per-command hooks (`on_promote` in the
+// PgBouncer scenario) once ran only under threads.
+both_runtimes! {
+    haproxy_sends_the_write_port_to_the_master_and_the_readonly_port_to_the_replica,
+    the_vip_follows_the_master_between_network_namespaces_and_is_never_on_both,
+    pgbouncer_is_paused_and_repointed_so_a_writing_client_waits_through_a_failover_and_hooks_run,
 }
