@@ -182,6 +182,12 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         Ok(c) => Arc::new(c),
         Err(code) => return code,
     };
+    // The data dir must be usable (empty or a cluster, writable): checked before anything
+    // starts, rather than failing (or destroying foreign files) later.
+    if let Err(e) = effectors::pg::preflight(&cfg) {
+        eprintln!("pgha: {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
     // The API address is taken before the journal is opened: a clash starts nothing.
     let server = match api::bind(cfg.node.api) {
         Ok(s) => s,
@@ -203,7 +209,9 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         }
     };
     let status = d.status_handle();
-    let eff = effectors::Effectors::new(cfg.clone()).with_status(status.clone());
+    let eff = effectors::Effectors::new(cfg.clone())
+        .with_status(status.clone())
+        .with_run(d.run_number());
     // One channel type per runtime; the API and the signal handler only need "send".
     let (submit, start): (api::Submit, Box<dyn FnOnce() -> Result<(), String>>) = match kind {
         RuntimeKind::Threads => {

@@ -94,7 +94,7 @@ pub fn handle(d: &mut Daemon, msg: Option<Msg>) -> Result<Option<Step>, String> 
 
 /// Carries out one action with its time limit, as the action worker does: the effector
 /// bounds its own programs; this bound is the backstop. Returns the outcome and duration.
-pub fn run_action(eff: &Effectors, kind: CommandKind) -> (Result<(), Failure>, u64) {
+pub fn run_action(eff: &Effectors, id: CommandId, kind: CommandKind) -> (Result<(), Failure>, u64) {
     let start = Instant::now();
     let limit = eff.time_limit(kind);
     let (tx, rx) = mpsc::channel();
@@ -102,7 +102,7 @@ pub fn run_action(eff: &Effectors, kind: CommandKind) -> (Result<(), Failure>, u
     let spawned = std::thread::Builder::new()
         .name("pgha-action".into())
         .spawn(move || {
-            let _ = tx.send(e.act(kind));
+            let _ = tx.send(e.act(id, kind));
         });
     let outcome = match spawned {
         Err(e) => {

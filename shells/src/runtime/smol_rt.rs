@@ -30,8 +30,8 @@ pub fn run(
                     let start = Instant::now();
                     let limit = eff.time_limit(c.kind);
                     let e = eff.clone();
-                    let kind = c.kind;
-                    let work = smol::unblock(move || e.act(kind));
+                    let (id, kind) = (c.id, c.kind);
+                    let work = smol::unblock(move || e.act(id, kind));
                     let outcome = smol::future::or(work, async move {
                         Timer::after(limit).await;
                         log::error!(

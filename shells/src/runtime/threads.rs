@@ -25,7 +25,7 @@ pub fn run(
             .name("pgha-actions".into())
             .spawn(move || {
                 for c in action_rx {
-                    let (outcome, duration_ms) = run_action(&eff, c.kind);
+                    let (outcome, duration_ms) = run_action(&eff, c.id, c.kind);
                     if tx
                         .send(Msg::Done {
                             id: c.id,
