@@ -896,6 +896,89 @@ pub fn set_fence(c: &FileConfig, on: bool) -> Result<(), Failure> {
 mod tests {
     use super::*;
 
+    fn cfg_in(dir: &Path, extra: &str) -> FileConfig {
+        let text = format!("{}\n[postgres]\n{extra}\n", crate::config::tests::sample(dir));
+        crate::config::parse(Path::new("x.toml"), &text).unwrap().0
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pgha-pg-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn set_aside_copies_beyond_keep_discarded_are_removed_oldest_first() {
+        let d = tempdir("prune");
+        let c = cfg_in(&d, "keep_discarded = 2");
+        for (run, cmd) in [(1, 40), (2, 7), (2, 30), (1, 5)] {
+            std::fs::create_dir_all(discarded_dir(&c.data_dir, run, cmd)).unwrap();
+        }
+        // Not ours: another data dir's copies, a name that does not parse.
+        std::fs::create_dir_all(d.join("db00.pgha-discarded-r1-c1")).unwrap();
+        std::fs::create_dir_all(d.join("db0.pgha-discarded-x")).unwrap();
+        let old = d.join("db0.pgha-old");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("PG_VERSION"), "15").unwrap();
+        set_aside(&c, &old, 3, 2, "").unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "db0.pgha-discarded-r2-c30",
+                "db0.pgha-discarded-r3-c2",
+                "db0.pgha-discarded-x",
+                "db00.pgha-discarded-r1-c1"
+            ]
+        );
+        assert!(d.join("db0.pgha-discarded-r3-c2/PG_VERSION").is_file());
+        // keep_discarded = 0: the replaced data goes at once.
+        let c = cfg_in(&d, "keep_discarded = 0");
+        std::fs::create_dir_all(&old).unwrap();
+        set_aside(&c, &old, 4, 1, "").unwrap();
+        assert!(!old.exists() && !discarded_dir(&c.data_dir, 4, 1).exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn only_an_absent_or_entry_less_directory_is_empty_and_foreign_files_are_refused() {
+        let d = tempdir("empty");
+        let c = cfg_in(&d, "");
+        assert!(is_empty_dir(&c.data_dir));
+        assert!(preflight(&c).is_ok());
+        std::fs::create_dir_all(c.data_dir.join("sub")).unwrap();
+        assert!(!is_empty_dir(&c.data_dir));
+        let e = preflight(&c).unwrap_err();
+        assert!(e.contains("node.data_dir") && e.contains("sub"), "{e}");
+        assert_eq!(initdb(&c), Err(Failure::ForeignFiles));
+        assert!(c.data_dir.join("sub").is_dir());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_live_process_that_is_not_this_data_dirs_postmaster_is_not_running_postgres() {
+        let d = tempdir("pid");
+        let c = cfg_in(&d, "");
+        std::fs::create_dir_all(&c.data_dir).unwrap();
+        // This test process: alive, but not a postgres working in the data dir.
+        let me = std::process::id();
+        std::fs::write(
+            c.data_dir.join("postmaster.pid"),
+            format!("{me}\n{}\n", c.data_dir.display()),
+        )
+        .unwrap();
+        assert!(!is_our_postmaster(&c.data_dir, me as i32));
+        assert_eq!(running_postmaster(&c.data_dir), None);
+        assert!(stop(&c, StopMode::Immediate).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     #[test]
     fn controldata_of_a_shut_down_primary_says_master() {
         let text = "pg_control version number:            1300\n\
