@@ -382,6 +382,13 @@ pub fn local_facts(c: &FileConfig) -> LocalFacts {
             log::error!("cannot restore {}: {e}", old.display());
         }
     }
+    // Markers written by older versions were 0644: make them private.
+    for m in [fence_marker(c), held_marker(c), sysid_marker(c)] {
+        use std::os::unix::fs::PermissionsExt;
+        if m.exists() {
+            let _ = std::fs::set_permissions(&m, std::fs::Permissions::from_mode(0o600));
+        }
+    }
     let fenced = fence_marker(c).exists();
     let postgres_running = running_postmaster(&c.data_dir).is_some();
     let data_dir = if has_cluster(&c.data_dir) {
@@ -897,7 +904,10 @@ mod tests {
     use super::*;
 
     fn cfg_in(dir: &Path, extra: &str) -> FileConfig {
-        let text = format!("{}\n[postgres]\n{extra}\n", crate::config::tests::sample(dir));
+        let text = format!(
+            "{}\n[postgres]\n{extra}\n",
+            crate::config::tests::sample(dir)
+        );
         crate::config::parse(Path::new("x.toml"), &text).unwrap().0
     }
 
