@@ -684,6 +684,7 @@ impl Node {
                     State::Discovering { deadline },
                     Reason::BootstrapDiscover { index: 0 },
                 );
+                self.check_peer_index();
             }
             DataDir::Empty { held_data } => {
                 let reason = Reason::BootstrapWait {
@@ -729,7 +730,17 @@ impl Node {
                     .saturating_mul(u64::from(self.config.index));
                 let deadline = now.plus(self.config.grace_ms.saturating_add(stagger));
                 self.go(now, State::Electing { deadline }, reason);
+                self.check_peer_index();
             }
+        }
+    }
+
+    /// Before this node may bootstrap or lead (discovering, electing): ask the peers' daemons
+    /// for their indexes, so two nodes configured with one index say so instead of both
+    /// leading. The answer is awaited but never waited for: the state's deadline decides.
+    fn check_peer_index(&mut self) {
+        if !self.config.peers.is_empty() {
+            self.emit_awaited(CommandKind::CheckPeerIndex);
         }
     }
 
@@ -930,12 +941,22 @@ impl Node {
                         Some((_, r)) => r.timeline().unwrap_or(1),
                         None => 1,
                     };
+                    // The copy replaced local data: the shell set it aside under a name
+                    // derived from this command's id, which the reason names.
+                    let reason = match self.data {
+                        Some(DataDir::Present { .. }) => Reason::Recloned {
+                            from,
+                            duration_ms,
+                            set_aside: id,
+                        },
+                        _ => done,
+                    };
                     self.data = Some(DataDir::Present {
                         timeline,
                         lsn: crate::Lsn(0),
                         was_master: false,
                     });
-                    self.start_postgres(now, StartAs::Replica { upstream: from }, done);
+                    self.start_postgres(now, StartAs::Replica { upstream: from }, reason);
                 }
                 (State::Starting { target }, _) => self.go(
                     now,
@@ -962,12 +983,37 @@ impl Node {
             }
             return;
         };
+        // Refusals that protect data pgha cannot prove is its own, or that reveal a
+        // configuration mistake: halt, doing nothing destructive, until an operator acts.
+        let halt = match (failure, self.state) {
+            (crate::Failure::ForeignCluster { local, source }, State::Cloning { from }) => {
+                Some(Reason::ForeignCluster {
+                    peer: from,
+                    local_sysid: local,
+                    peer_sysid: source,
+                })
+            }
+            (crate::Failure::ForeignFiles, _) => Some(Reason::ForeignFiles { command }),
+            (crate::Failure::SameIndex { peer }, _) => Some(Reason::SameIndex {
+                peer,
+                index: self.config.index,
+            }),
+            _ => None,
+        };
+        if let Some(reason) = halt {
+            self.go(now, State::Halted, reason);
+            return;
+        }
+        if command == CommandKind::CheckPeerIndex {
+            // Could not tell (a peer unreachable): the state's deadline decides as before.
+            return;
+        }
         let failed = Reason::CommandFailed { command, failure };
         match self.state {
             // Retried after a pause; a failed initdb leaves no data behind.
             State::Initializing | State::SteppingDown { .. } => {
                 self.go(now, self.state, failed);
-                self.retry_at = Some(now.plus(self.retry_ms()));
+                self.retry_at = Some(now.plus(self.backoff_ms(now)));
             }
             // The old data dir is intact: look for a master again, after a pause.
             State::Cloning { .. } => {
@@ -995,6 +1041,19 @@ impl Node {
 
     fn retry_ms(&self) -> u64 {
         self.config.probe_interval_ms.max(1000)
+    }
+
+    /// The pause before retrying a failed action of a state that keeps retrying it (initdb, a
+    /// stop): as long as the state has already lasted, at least [`Node::retry_ms`], at most
+    /// a cap (60 s; 10 s for a stop, which may be ending a split-brain). The pauses double,
+    /// so a failure that repeats forever costs a few journal rows a minute, not a second.
+    fn backoff_ms(&self, now: Timestamp) -> u64 {
+        let cap = match self.state {
+            State::SteppingDown { .. } => 10_000,
+            _ => 60_000,
+        };
+        now.since(self.state_since)
+            .clamp(self.retry_ms(), cap.max(self.retry_ms()))
     }
 
     /// Re-issues the action that failed; the other retries are gates checked where they apply.

@@ -1,8 +1,8 @@
 //! States, the typed reasons for moving between them, and the transition record.
 
 use crate::{
-    CommandKind, Config, Failure, Lsn, MAX_PEERS, OperatorRequest, PeerId, ProbeResult, Role,
-    SplitBrainRule, StartAs, Timeline, Timestamp,
+    CommandId, CommandKind, Config, Failure, Lsn, MAX_PEERS, OperatorRequest, PeerId, ProbeResult,
+    Role, SplitBrainRule, StartAs, Timeline, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,11 @@ pub enum State {
     SteppingDown { then: AfterStop },
     /// Stopped by the split-brain rule; stays so, across restarts, until `recover`.
     Fenced,
+    /// Refused to go on: acting would destroy data pgha cannot prove is its own (foreign
+    /// files, another cluster's data) or the configuration is wrong in a way only the peers
+    /// reveal (two nodes with one index). Does nothing destructive; probes of the peers go
+    /// on. An operator fixes the cause and restarts the daemon.
+    Halted,
 }
 
 /// What a node does once a step-down has stopped its postgres.
@@ -68,6 +73,7 @@ impl State {
             State::Promoting { .. } => "promoting",
             State::SteppingDown { .. } => "stepping_down",
             State::Fenced => "fenced",
+            State::Halted => "halted",
         }
     }
 
@@ -204,6 +210,27 @@ pub enum Reason {
         local_timeline: Timeline,
         peer_timeline: Timeline,
     },
+    /// A re-clone from `peer` was refused: the local data is another cluster's (its system
+    /// identifier differs from the peer's and pgha never recorded it). Halted.
+    ForeignCluster {
+        peer: PeerId,
+        local_sysid: u64,
+        peer_sysid: u64,
+    },
+    /// `command` was refused: the data dir holds files that are not a PostgreSQL cluster.
+    /// Halted.
+    ForeignFiles { command: CommandKind },
+    /// `peer`'s daemon reports this node's own index: a configuration mistake. Halted
+    /// rather than bootstrap or lead beside it.
+    SameIndex { peer: PeerId, index: u32 },
+    /// A basebackup from `from` completed and replaced local data, which the shell set aside
+    /// (per `[postgres] keep_discarded`) under a name derived from the journal's run and
+    /// this command id: `<data_dir>.pgha-discarded-r<run>-c<set_aside>`.
+    Recloned {
+        from: PeerId,
+        duration_ms: u64,
+        set_aside: CommandId,
+    },
 }
 
 impl Reason {
@@ -233,6 +260,10 @@ impl Reason {
             Reason::CannotFollow { .. } => "cannot_follow",
             Reason::NotStreaming { .. } => "not_streaming",
             Reason::OrphanedTimeline { .. } => "orphaned_timeline",
+            Reason::ForeignCluster { .. } => "foreign_cluster",
+            Reason::ForeignFiles { .. } => "foreign_files",
+            Reason::SameIndex { .. } => "same_index",
+            Reason::Recloned { .. } => "recloned",
         }
     }
 
@@ -449,6 +480,41 @@ impl std::fmt::Display for Describe<'_> {
                 f,
                 "local data is on timeline {local_timeline}, whose master is gone; {} is master on timeline {peer_timeline}: re-cloning from it",
                 c.peer_name(peer)
+            ),
+            Reason::ForeignCluster {
+                peer,
+                local_sysid,
+                peer_sysid,
+            } => write!(
+                f,
+                "refusing to replace the local data: its system identifier {} is not {}'s ({peer_sysid}) and pgha never recorded it as this node's: another cluster's data? Halted: move it away and restart the daemon",
+                if local_sysid == 0 {
+                    "(unreadable)".to_string()
+                } else {
+                    local_sysid.to_string()
+                },
+                c.peer_name(peer)
+            ),
+            Reason::ForeignFiles { command } => write!(
+                f,
+                "{} refused: the data dir holds files that are not a PostgreSQL cluster. Halted: empty or move it and restart the daemon",
+                command.name()
+            ),
+            Reason::SameIndex { peer, index } => write!(
+                f,
+                "{} reports index {index}, this node's own index: two nodes with one index would both bootstrap and lead. Halted: fix node.index and restart the daemon",
+                c.peer_name(peer)
+            ),
+            Reason::Recloned {
+                from,
+                duration_ms,
+                set_aside,
+            } => write!(
+                f,
+                "basebackup from {} succeeded in {}: it replaced the local data, set aside as <data_dir>.pgha-discarded-r<run>-c{} (when [postgres] keep_discarded > 0)",
+                c.peer_name(from),
+                secs(duration_ms),
+                set_aside.0
             ),
         }
     }

@@ -177,6 +177,16 @@ pub enum Failure {
     Io,
     /// The command was refused before it ran (for example a precondition the shell checks).
     Refused,
+    /// A re-clone was refused: the local data holds a cluster whose system identifier is not
+    /// the source's (`local`, `source`; 0 when unreadable) and pgha never recorded it as its
+    /// own. Replacing it could destroy another cluster's data.
+    ForeignCluster { local: u64, source: u64 },
+    /// The data dir holds files that are not a PostgreSQL cluster: refused to replace or
+    /// initialise it (pgha only ever discards data it can prove is its own).
+    ForeignFiles,
+    /// A peer's daemon reports the same bootstrap index as this node (a configuration
+    /// mistake: both would bootstrap and lead).
+    SameIndex { peer: PeerId },
 }
 
 /// An operator's request, sent to the running daemon.
@@ -315,6 +325,10 @@ pub enum CommandKind {
     /// Clear the fence marker (operator `recover`).
     Unfence,
     RunHook(Hook),
+    /// Ask each peer's daemon (its API's `/status`) for its index: fails with
+    /// [`Failure::SameIndex`] when a peer claims this node's own index. Emitted before this
+    /// node may bootstrap or lead; an unreachable peer is not a failure.
+    CheckPeerIndex,
 }
 
 impl CommandKind {
@@ -345,6 +359,7 @@ impl CommandKind {
             CommandKind::Fence => "set fence",
             CommandKind::Unfence => "clear fence",
             CommandKind::RunHook(_) => "run hook",
+            CommandKind::CheckPeerIndex => "check peer indexes",
         }
     }
 }

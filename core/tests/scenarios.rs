@@ -993,3 +993,141 @@ fn a_promoted_replica_probes_its_postgres_at_once_so_health_checks_see_the_new_m
     s.answer_probes(master(2), None);
     assert_eq!(s.node.local_timeline(), Some(2));
 }
+
+#[test]
+fn a_re_clone_over_another_clusters_data_is_refused_and_the_node_halts_doing_nothing() {
+    let mut s = Shell::new(ha(1));
+    s.start(with_data(1, true));
+    s.run(SEC, None, master(1));
+    assert_eq!(s.state(), State::Cloning { from: PeerId(0) });
+    s.fail(
+        |k| matches!(k, CommandKind::Basebackup { .. }),
+        Failure::ForeignCluster {
+            local: 7,
+            source: 9,
+        },
+    );
+    assert_eq!(s.state(), State::Halted);
+    assert_eq!(
+        s.last_reason(),
+        Reason::ForeignCluster {
+            peer: PeerId(0),
+            local_sysid: 7,
+            peer_sysid: 9
+        }
+    );
+    assert_eq!(s.last_reason().code(), "foreign_cluster");
+    let text = s.last_reason().describe(s.node.config()).to_string();
+    assert!(
+        text.contains("7") && text.contains("db0") && text.contains("9"),
+        "{text}"
+    );
+    // Nothing destructive afterwards, whatever the peers say; recover does not undo it.
+    let before = s.all_commands.len();
+    s.run(60 * SEC, None, master(1));
+    s.handle(Event::Operator(OperatorRequest::Recover));
+    assert_eq!(s.state(), State::Halted);
+    assert!(s.all_commands[before..].iter().all(|c| c.kind.is_probe()));
+}
+
+#[test]
+fn foreign_files_in_the_data_dir_halt_the_node_instead_of_retrying_initdb() {
+    let mut s = Shell::new(ha(0));
+    s.start(empty());
+    s.advance_to(6 * SEC + 1);
+    assert_eq!(s.state(), State::Initializing);
+    s.fail(|k| *k == CommandKind::InitDataDir, Failure::ForeignFiles);
+    assert_eq!(s.state(), State::Halted);
+    s.run(30 * SEC, None, Some(ProbeResult::Refused));
+    assert!(
+        s.all_commands
+            .iter()
+            .filter(|c| c.kind == CommandKind::InitDataDir)
+            .count()
+            == 1
+    );
+}
+
+#[test]
+fn a_node_that_learns_a_peer_claims_its_own_index_halts_instead_of_bootstrapping() {
+    let mut s = Shell::new(ha(0));
+    s.start(empty());
+    assert!(s.has_pending(|k| *k == CommandKind::CheckPeerIndex));
+    s.fail(
+        |k| *k == CommandKind::CheckPeerIndex,
+        Failure::SameIndex { peer: PeerId(0) },
+    );
+    assert_eq!(s.state(), State::Halted);
+    assert_eq!(
+        s.last_reason(),
+        Reason::SameIndex {
+            peer: PeerId(0),
+            index: 0
+        }
+    );
+    s.run(30 * SEC, None, Some(ProbeResult::Refused));
+    assert!(
+        s.all_commands
+            .iter()
+            .all(|c| c.kind != CommandKind::InitDataDir)
+    );
+    // Electing (data present) checks too.
+    let mut s = Shell::new(ha(1));
+    s.start(with_data(1, true));
+    assert!(s.has_pending(|k| *k == CommandKind::CheckPeerIndex));
+    // A peer that cannot be asked is no reason to stop: the grace rule decides as before.
+    s.fail(|k| *k == CommandKind::CheckPeerIndex, Failure::Io);
+    assert!(matches!(s.state(), State::Electing { .. }));
+}
+
+#[test]
+fn a_re_clone_that_replaced_local_data_names_the_set_aside_copy_by_its_command_id() {
+    let mut s = Shell::new(ha(1));
+    s.start(with_data(1, true));
+    s.run(SEC, None, master(2));
+    let c = s
+        .take(|k| matches!(k, CommandKind::Basebackup { .. }))
+        .unwrap();
+    s.handle(Event::CommandDone {
+        id: c.id,
+        outcome: Ok(()),
+        duration_ms: 100,
+    });
+    assert_eq!(
+        s.last_reason(),
+        Reason::Recloned {
+            from: PeerId(0),
+            duration_ms: 100,
+            set_aside: c.id
+        }
+    );
+    // A first clone into an empty data dir replaces nothing.
+    let mut s = Shell::new(ha(1));
+    s.start(empty());
+    s.answer_probes(None, master(1));
+    s.complete(|k| matches!(k, CommandKind::Basebackup { .. }));
+    assert!(matches!(s.last_reason(), Reason::Done { .. }));
+}
+
+#[test]
+fn a_failing_initdb_is_retried_with_doubling_pauses_up_to_a_cap() {
+    let mut s = Shell::new(ha(0));
+    s.start(empty());
+    s.advance_to(6 * SEC + 1);
+    let mut times = Vec::new();
+    while s.now.as_millis() < 600 * SEC {
+        if s.has_pending(|k| *k == CommandKind::InitDataDir) {
+            times.push(s.now.as_millis());
+            s.fail(|k| *k == CommandKind::InitDataDir, Failure::Exit(1));
+        }
+        let next = s.node.poll_timeout().unwrap().as_millis();
+        s.answer_probes(None, Some(ProbeResult::Refused));
+        s.advance_to(next.max(s.now.as_millis() + 1));
+    }
+    // A retry a second would be 600 attempts; doubling to a 60 s cap is a handful.
+    assert!(times.len() < 20, "{} attempts: {times:?}", times.len());
+    let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|g| *g <= 60 * SEC + 1), "{gaps:?}");
+    assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "{gaps:?}");
+    assert!(*gaps.last().unwrap() >= 59 * SEC, "{gaps:?}");
+}

@@ -68,7 +68,34 @@ fn entry(file: usize, run: &Run, step: &RecordedStep, seq: u64, t: &Transition) 
         role_from: t.from.role().name().into(),
         role_to: t.to.role().name().into(),
         code: t.reason.code().into(),
-        reason: t.reason.describe(&run.header.config).to_string(),
+        reason: reason_text(run, t),
+    }
+}
+
+/// A transition's reason as one line; a re-clone also names where the replaced data went,
+/// from the data dir and `keep_discarded` of the run's configuration text.
+fn reason_text(run: &Run, t: &Transition) -> String {
+    let text = t.reason.describe(&run.header.config).to_string();
+    let Reason::Recloned { set_aside, .. } = t.reason else {
+        return text;
+    };
+    let cfg: Option<toml::Value> = toml::from_str(&run.header.config_text).ok();
+    let data_dir = cfg
+        .as_ref()
+        .and_then(|c| c.get("node")?.get("data_dir")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| "<data_dir>".into());
+    let keep = cfg
+        .as_ref()
+        .and_then(|c| c.get("postgres")?.get("keep_discarded")?.as_integer())
+        .unwrap_or(1);
+    let head = text.split(": it replaced").next().unwrap_or(&text);
+    if keep == 0 {
+        format!("{head}: it replaced the local data, which was removed (keep_discarded = 0)")
+    } else {
+        format!(
+            "{head}: it replaced the local data, set aside as {data_dir}.pgha-discarded-r{}-c{} (kept while among the newest {keep})",
+            run.number, set_aside.0
+        )
     }
 }
 

@@ -203,3 +203,69 @@ fn clock_bounds_from_unrelated_clusters_are_never_printed_as_an_inverted_interva
         "no schedule here produced contradicting observations"
     );
 }
+
+#[test]
+fn explain_names_where_a_re_clone_set_the_replaced_data_aside() {
+    use pgha_core::*;
+    let config = Config::ha_pair("db1", 1, "db0", 0);
+    let text = "[node]\nname = \"db1\"\ndata_dir = \"/srv/pg/db1\"\n";
+    let header = pgha_journal::Header::new(config, text);
+    let mut r = pgha_journal::Recorder::in_memory(header).expect("journal");
+    let facts = LocalFacts {
+        data_dir: DataDir::Present {
+            timeline: 1,
+            lsn: Lsn(10),
+            was_master: true,
+        },
+        postgres_running: false,
+        fenced: false,
+    };
+    let step = r
+        .step(Timestamp(0), 1_000, Input::Event(Event::Started(facts)))
+        .expect("step");
+    let probe = step
+        .commands
+        .iter()
+        .find(|c| c.kind == CommandKind::ProbePeer(PeerId(0)))
+        .expect("a peer probe")
+        .id;
+    let step = r
+        .step(
+            Timestamp(10),
+            1_010,
+            Input::Event(Event::PeerProbe {
+                id: probe,
+                peer: PeerId(0),
+                result: ProbeResult::Master {
+                    timeline: 2,
+                    lsn: Lsn(100),
+                },
+            }),
+        )
+        .expect("step");
+    let clone = step
+        .commands
+        .iter()
+        .find(|c| matches!(c.kind, CommandKind::Basebackup { .. }))
+        .expect("a re-clone")
+        .id;
+    r.step(
+        Timestamp(500),
+        1_500,
+        Input::Event(Event::CommandDone {
+            id: clone,
+            outcome: Ok(()),
+            duration_ms: 490,
+        }),
+    )
+    .expect("step");
+    let run = r.run();
+    let file = r.read().expect("read");
+    let entries = explain::timeline(&[file]);
+    let e = entries
+        .iter()
+        .find(|e| e.code == "recloned")
+        .expect("a recloned transition");
+    let want = format!("/srv/pg/db1.pgha-discarded-r{run}-c{}", clone.0);
+    assert!(e.reason.contains(&want), "{} lacks {want}", e.reason);
+}

@@ -417,6 +417,7 @@ mod tests {
     fn status(state: &str, result: &str, streaming: bool, lag: Option<u64>) -> Status {
         Status {
             name: "db0".into(),
+            index: 0,
             role: "x".into(),
             state: state.into(),
             paused: false,

@@ -213,6 +213,7 @@ struct RawPostgres {
     log_file: Option<PathBuf>,
     initdb_args: Option<Vec<String>>,
     basebackup_args: Option<Vec<String>>,
+    keep_discarded: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -248,6 +249,9 @@ pub struct PgSettings {
     pub initdb_args: Vec<String>,
     /// Extra arguments for pg_basebackup (e.g. `--max-rate=32M`).
     pub basebackup_args: Vec<String>,
+    /// How many copies of data replaced by a re-clone are kept beside the data dir
+    /// (`<data_dir>.pgha-discarded-*`); 0 removes the replaced data at once.
+    pub keep_discarded: u32,
 }
 
 /// Time limits of the actions, in milliseconds.
@@ -404,6 +408,12 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
     if node.name.trim().is_empty() {
         return Err(err(file, "node.name must not be empty"));
     }
+    if node.host.trim().is_empty() {
+        return Err(err(
+            file,
+            "node.host must not be empty: the address postgres listens on and peers reach",
+        ));
+    }
     let mut peers = Vec::new();
     let mut peer_cfgs = Vec::new();
     let mut next_index = 0u32;
@@ -411,6 +421,9 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
         let key = format!("peers[{i}]");
         if p.name.trim().is_empty() {
             return Err(err(file, format!("{key}.name must not be empty")));
+        }
+        if p.host.trim().is_empty() {
+            return Err(err(file, format!("{key}.host must not be empty")));
         }
         let api = parse_api(file, &format!("{key}.api"), &p.api)?;
         let index = match p.index {
@@ -627,6 +640,16 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
             .clone()
             .unwrap_or_else(|| vec!["--auth=trust".into(), "--encoding=UTF8".into()]),
         basebackup_args: pgraw.basebackup_args.clone().unwrap_or_default(),
+        keep_discarded: match pgraw.keep_discarded {
+            None => 1,
+            Some(n) if n <= 100 => n,
+            Some(n) => {
+                return Err(err(
+                    file,
+                    format!("postgres.keep_discarded = {n}: at most 100 copies"),
+                ));
+            }
+        },
     };
     let t = &raw.timeouts;
     let ms = |key: &str, v: Option<f64>, d: f64| secs(file, key, v.unwrap_or(d));
@@ -917,6 +940,37 @@ path = "{d}/db0.journal"
         let text = sample(&tmp()).replace("port = 6433", "port = 6432");
         let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
         assert!(e.contains("port clash"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_or_blank_host_is_refused_naming_the_key() {
+        let text = sample(&tmp()).replacen("host = \"127.0.0.1\"", "host = \"\"", 1);
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(e.contains("node.host") && e.contains("x.toml"), "{e}");
+        let i = sample(&tmp()).rfind("host = \"127.0.0.1\"").unwrap();
+        let mut text = sample(&tmp());
+        text.replace_range(i..i + "host = \"127.0.0.1\"".len(), "host = \"  \"");
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(e.contains("peers[0].host"), "{e}");
+    }
+
+    #[test]
+    fn a_peer_with_the_nodes_own_index_is_refused() {
+        let text = sample(&tmp()).replace("port = 6433", "port = 6433\nindex = 0");
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(e.contains("index 0") || e.contains("index"), "{e}");
+    }
+
+    #[test]
+    fn keep_discarded_defaults_to_one_copy_and_is_bounded() {
+        let (c, _) = parse(Path::new("x.toml"), &sample(&tmp())).unwrap();
+        assert_eq!(c.pg.keep_discarded, 1);
+        let text = format!("{}\n[postgres]\nkeep_discarded = 0\n", sample(&tmp()));
+        let (c, _) = parse(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(c.pg.keep_discarded, 0);
+        let text = format!("{}\n[postgres]\nkeep_discarded = 1000\n", sample(&tmp()));
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(e.contains("postgres.keep_discarded"), "{e}");
     }
 
     #[test]

@@ -148,6 +148,9 @@ pub struct TransitionView {
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub name: String,
+    /// `node.index`: a daemon that sees a peer claim its own index halts (two nodes
+    /// configured with one index would both bootstrap and lead).
+    pub index: u32,
     pub role: String,
     pub state: String,
     pub paused: bool,
@@ -227,6 +230,7 @@ impl Daemon {
         let driver = Driver::open(&cfg, config_text)?;
         let status = Status {
             name: cfg.node.name.clone(),
+            index: cfg.index,
             role: Role::None.name().to_string(),
             state: "init".into(),
             paused: false,
@@ -263,6 +267,11 @@ impl Daemon {
     /// The monotonic clock, in milliseconds since the daemon started.
     pub fn now(&self) -> Timestamp {
         Timestamp(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    /// The journal's run number of this daemon's run.
+    pub fn run_number(&self) -> u64 {
+        self.driver.recorder.run()
     }
 
     /// The core's state now.

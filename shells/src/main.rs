@@ -215,6 +215,12 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         Ok(c) => Arc::new(c),
         Err(code) => return code,
     };
+    // The data dir must be usable (empty or a cluster, writable): checked before anything
+    // starts, rather than failing (or destroying foreign files) later.
+    if let Err(e) = effectors::pg::preflight(&cfg) {
+        eprintln!("pgha: {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
     // One daemon per data dir and per journal: locked before anything is opened or bound.
     let _locks = match lock::take(&cfg, path) {
         Ok(l) => l,
@@ -255,7 +261,9 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         default_hook(info);
     }));
     let status = d.status_handle();
-    let eff = effectors::Effectors::new(cfg.clone()).with_status(status.clone());
+    let eff = effectors::Effectors::new(cfg.clone())
+        .with_status(status.clone())
+        .with_run(d.run_number());
     // One channel type per runtime; the API and the signal handler only need "send".
     type Start = Box<dyn FnOnce(daemon::Daemon) -> daemon::Stop>;
     let (submit, start): (api::Submit, Start) = match kind {

@@ -417,6 +417,11 @@ fn bad_configs_are_refused_before_anything_starts(rt: &'static str) {
             good.replace("connect_timeout = 0.5", "connect_timeout = -1"),
             "connect_timeout",
         ),
+        (
+            "blank host",
+            good.replacen("host = \"127.0.0.1\"", "host = \"\"", 1),
+            "node.host",
+        ),
     ];
     for (what, text, needle) in cases {
         let path = c.dir.join(format!("bad-{}.toml", what.replace(' ', "-")));
@@ -481,6 +486,249 @@ fn bad_configs_are_refused_before_anything_starts(rt: &'static str) {
     assert!(stop.cause.contains("node.api"), "{stop:?}");
 }
 
+/// Runs a program as the postgres user; panics unless it succeeds.
+fn as_postgres(args: &[&str]) -> String {
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", stdout(&out));
+    stdout(&out)
+}
+
+/// `pgha run` of node `i` in the foreground (it is expected to refuse at once).
+fn run_refused(c: &Cluster, i: usize) -> (Option<i32>, String) {
+    let out = std::process::Command::new("timeout")
+        .args(["60", "runuser", "-u", "postgres", "--"])
+        .arg(pgha_tests::pgha_bin())
+        .args(["run", "--runtime", c.runtime, "--config"])
+        .arg(&c.nodes[i].config)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn foreign_or_unwritable_data_dir_is_refused_before_anything_starts(rt: &'static str) {
+    let mut c = Cluster::new("foreigndir", rt, 2);
+    c.start(0);
+    c.wait_state(0, "master", BOOT);
+    // A directory that was never a PostgreSQL data dir: a file and a sub-directory.
+    let d = c.nodes[1].data_dir.clone();
+    std::fs::create_dir_all(d.join("photos")).unwrap();
+    std::fs::write(d.join("notes.txt"), "precious").unwrap();
+    std::fs::write(d.join("photos").join("a.jpg"), "jpeg").unwrap();
+    std::process::Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(&d)
+        .status()
+        .unwrap();
+    let (code, err) = run_refused(&c, 1);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("node.data_dir") && err.contains(d.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(err.contains("not a PostgreSQL cluster"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("notes.txt")).unwrap(),
+        "precious"
+    );
+    assert!(d.join("photos").join("a.jpg").is_file());
+    assert!(!c.nodes[1].journal.exists(), "the journal was opened");
+    assert!(c.postmaster_pid(1).is_none());
+    // A data dir the daemon's user cannot write: refused, not an initdb retried forever.
+    std::fs::remove_dir_all(&d).unwrap();
+    std::fs::create_dir_all(&d).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, err) = run_refused(&c, 1);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("node.data_dir") && err.contains("not writable"),
+        "{err}"
+    );
+    assert!(!c.nodes[1].journal.exists(), "the journal was opened");
+}
+
+fn another_clusters_data_is_never_replaced(rt: &'static str) {
+    let mut c = Cluster::new("foreigncluster", rt, 2);
+    // A standalone cluster of its own, with a table of 1,000 rows, configured as db1 (made
+    // before db0 starts, which would take it for a second master).
+    let d = c.nodes[1].data_dir.display().to_string();
+    let pg_ctl = format!("{}/pg_ctl", pgha_tests::PG_BIN);
+    as_postgres(&[
+        &format!("{}/initdb", pgha_tests::PG_BIN),
+        "-D",
+        &d,
+        "-U",
+        "postgres",
+        "--auth=trust",
+    ]);
+    let opts = format!(
+        "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
+        c.nodes[1].pg_port,
+        c.dir.display()
+    );
+    let log = c.dir.join("foreign.log").display().to_string();
+    as_postgres(&[&pg_ctl, "start", "-D", &d, "-w", "-l", &log, "-o", &opts]);
+    c.sql(
+        1,
+        "create table precious as select g from generate_series(1, 1000) g",
+    );
+    as_postgres(&[&pg_ctl, "stop", "-D", &d, "-m", "fast", "-w"]);
+    c.start(0);
+    c.wait_state(0, "master", BOOT);
+    c.start(1);
+    let st = c.wait_state(1, "halted", Duration::from_secs(40));
+    assert_eq!(
+        st["last_transition"]["reason_code"], "foreign_cluster",
+        "{st}"
+    );
+    assert!(c.log(1).contains("system identifier"), "{}", c.log(1));
+    c.kill_daemon(1);
+    assert!(c.postmaster_pid(1).is_none());
+    let leftovers: Vec<String> = std::fs::read_dir(&c.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("db1.pgha-discarded") || n.starts_with("db1.pgha-clone"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The data is there, untouched.
+    as_postgres(&[&pg_ctl, "start", "-D", &d, "-w", "-l", &log, "-o", &opts]);
+    let rows = c.try_rows(1, "select count(*) from precious");
+    as_postgres(&[&pg_ctl, "stop", "-D", &d, "-m", "fast", "-w"]);
+    assert_eq!(rows.unwrap(), ["1000"]);
+    c.assert_replay(1);
+    let text = c.explain().expect("pgha explain failed");
+    assert!(text.contains("system identifier"), "{text}");
+}
+
+fn a_re_clone_keeps_the_replaced_data_aside(rt: &'static str) {
+    let mut c = bootstrapped("setaside", rt, Extra::default());
+    kill_master(&mut c);
+    c.sql(1, "insert into t values (3, 'three')");
+    c.start(0);
+    c.wait_state(0, "replica", REJOIN);
+    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(&c.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("db0.pgha-discarded-r"))
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}\n{}", c.log(0));
+    assert!(kept[0].join("PG_VERSION").is_file(), "{kept:?}");
+    assert!(!c.dir.join("db0.pgha-old").exists());
+    let text = c.explain().expect("pgha explain failed");
+    assert!(
+        text.contains(&kept[0].display().to_string()),
+        "explain does not name {}:\n{text}",
+        kept[0].display()
+    );
+    // The markers beside the data dir are private.
+    use std::os::unix::fs::PermissionsExt;
+    for m in ["db0.pgha-held", "db0.pgha-sysid"] {
+        let mode = std::fs::metadata(c.dir.join(m))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{m}: {mode:o}");
+    }
+}
+
+fn a_stale_pid_file_of_another_process_is_neither_adopted_nor_signalled(rt: &'static str) {
+    let mut c = bootstrapped("pidreuse", rt, Extra::default());
+    c.kill_daemon(1);
+    c.pg_ctl_stop(1, "fast");
+    // A process of the postgres user calling itself "postgres", working in the data dir,
+    // whose PID a stale postmaster.pid names.
+    let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    let mut cmd = std::process::Command::new("bash");
+    use std::os::unix::process::CommandExt;
+    cmd.args(["-c", "exec -a postgres sleep 600"])
+        .current_dir(&c.nodes[1].data_dir)
+        .uid(user.uid.as_raw())
+        .gid(user.gid.as_raw());
+    let mut fake = pgha_tests::Proc::spawn("fake postgres", cmd, &c.dir.join("fake.log"));
+    let pid = fake.pid();
+    wait_for(Duration::from_secs(5), "the fake to exec", || {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline)
+            .starts_with("postgres")
+            .then_some(())
+    });
+    let pidfile = c.nodes[1].data_dir.join("postmaster.pid");
+    std::fs::write(
+        &pidfile,
+        format!(
+            "{pid}\n{}\n1700000000\n{}\n{}\n127.0.0.1\n  1234567     98304\nready   \n",
+            c.nodes[1].data_dir.display(),
+            c.nodes[1].pg_port,
+            c.dir.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(&pidfile)
+        .status()
+        .unwrap();
+    c.start(1);
+    c.wait_state(1, "replica", BOOT);
+    assert!(
+        fake.running(),
+        "the unrelated process was signalled\n{}",
+        c.log(1)
+    );
+    assert!(
+        !c.log(1).contains("adopted without restart"),
+        "{}",
+        c.log(1)
+    );
+    c.sql(0, "insert into t values (3, 'three')");
+    c.wait_rows(1, "select count(*) from t", &["3"], Duration::from_secs(20));
+    drop(fake);
+    c.assert_replay(1);
+}
+
+fn two_nodes_with_one_index_say_so(rt: &'static str) {
+    let mut c = Cluster::new("sameindex", rt, 2);
+    // db1 also says index = 0 (and that db0 is index 1): both think they bootstrap first.
+    let cfg = std::fs::read_to_string(&c.nodes[1].config).unwrap();
+    let cfg = cfg.replacen("index = 1\n", "index = 0\n", 1).replacen(
+        "index = 0\nhost",
+        "index = 1\nhost",
+        1,
+    );
+    assert!(cfg.contains("name = \"db1\"\nindex = 0\n"), "{cfg}");
+    std::fs::write(&c.nodes[1].config, cfg).unwrap();
+    c.start_all();
+    let halted = wait_for(Duration::from_secs(40), "a node to halt", || {
+        (0..2).find(|&i| c.state(i).as_deref() == Some("halted"))
+    });
+    let st = c.status(halted).unwrap();
+    assert_eq!(st["last_transition"]["reason_code"], "same_index", "{st}");
+    assert_eq!(st["index"], 0, "{st}");
+    assert!(c.log(halted).contains("index 0"), "{}", c.log(halted));
+    // Never two masters: the other leads alone or halted too.
+    std::thread::sleep(Duration::from_secs(3));
+    let states = [c.state(0), c.state(1)];
+    assert!(
+        !states.iter().all(|s| s.as_deref() == Some("master")),
+        "{states:?}\n{}",
+        c.logs()
+    );
+    assert_eq!(c.state(halted).as_deref(), Some("halted"));
+    assert!(c.postmaster_pid(halted).is_none());
+}
+
 macro_rules! both_runtimes {
     ($($name:ident => $scenario:ident;)*) => {
         mod threads {
@@ -504,4 +752,9 @@ both_runtimes! {
     a_three_node_star_promotes_on_request_and_the_other_replica_follows => star_promote_and_follow;
     a_basebackup_that_fails_leaves_the_old_data_dir_intact => failed_basebackup_keeps_old_data;
     bad_configs_are_refused_with_clear_errors_before_anything_starts => bad_configs_are_refused_before_anything_starts;
+    a_data_dir_with_foreign_files_or_not_writable_is_refused_before_anything_starts => foreign_or_unwritable_data_dir_is_refused_before_anything_starts;
+    another_clusters_data_is_never_replaced_and_the_node_halts_saying_why => another_clusters_data_is_never_replaced;
+    a_re_clone_keeps_the_replaced_data_aside_and_explain_names_it => a_re_clone_keeps_the_replaced_data_aside;
+    a_stale_pid_file_naming_another_process_is_neither_adopted_nor_signalled => a_stale_pid_file_of_another_process_is_neither_adopted_nor_signalled;
+    two_nodes_configured_with_one_index_say_so_and_do_not_both_lead => two_nodes_with_one_index_say_so;
 }

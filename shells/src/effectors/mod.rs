@@ -10,7 +10,7 @@ pub mod routing;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pgha_core::{CommandKind, Failure, Hook, LocalFacts, PeerId};
+use pgha_core::{CommandId, CommandKind, Failure, Hook, LocalFacts, PeerId};
 
 use crate::config::FileConfig;
 use crate::daemon::Status;
@@ -50,11 +50,22 @@ pub struct Effectors {
     cfg: Arc<FileConfig>,
     /// The daemon's status (role, timeline, last reason) for the hooks' environment.
     status: Option<Arc<Mutex<Status>>>,
+    /// The journal's run number: with a command's id, it names what a re-clone set aside.
+    run: u64,
 }
 
 impl Effectors {
     pub fn new(cfg: Arc<FileConfig>) -> Effectors {
-        Effectors { cfg, status: None }
+        Effectors {
+            cfg,
+            status: None,
+            run: 0,
+        }
+    }
+
+    pub fn with_run(mut self, run: u64) -> Effectors {
+        self.run = run;
+        self
     }
 
     pub fn with_status(mut self, status: Arc<Mutex<Status>>) -> Effectors {
@@ -201,14 +212,15 @@ impl Effectors {
         Duration::from_millis(ms + 5_000)
     }
 
-    /// Carries out one action (any command but a probe).
-    pub fn act(&self, kind: CommandKind) -> Result<(), Failure> {
+    /// Carries out one action (any command but a probe); `id` is the command's.
+    pub fn act(&self, id: CommandId, kind: CommandKind) -> Result<(), Failure> {
         let c = &self.cfg;
         match kind {
             CommandKind::InitDataDir => pg::initdb(c),
             CommandKind::StartPostgres(target) => pg::start(c, target),
             CommandKind::StopPostgres(mode) => pg::stop(c, mode),
-            CommandKind::Basebackup { from } => pg::basebackup(c, from),
+            CommandKind::Basebackup { from } => pg::basebackup(c, from, self.run, id.0),
+            CommandKind::CheckPeerIndex => check_peer_index(c),
             CommandKind::Promote => pg::promote(c),
             CommandKind::Follow { upstream } => pg::follow(c, upstream),
             CommandKind::Fence => pg::set_fence(c, true),
@@ -229,6 +241,64 @@ impl Effectors {
             CommandKind::ProbeLocal | CommandKind::ProbePeer(_) => Err(Failure::Refused),
         }
     }
+}
+
+/// Asks each peer's daemon (`GET /status` on its API, bounded by `connect_timeout` per
+/// peer and 64 KiB) for its index: [`Failure::SameIndex`] when one claims this node's own.
+/// A peer that does not answer, or answers without an index, is no clash.
+fn check_peer_index(c: &FileConfig) -> Result<(), Failure> {
+    let limit = Duration::from_millis(c.core.connect_timeout_ms.clamp(100, 5_000));
+    for (i, p) in c.peers.iter().enumerate() {
+        if let Some(index) = peer_index(p.api, limit)
+            && index == u64::from(c.index)
+        {
+            log::error!(
+                "peer {} ({}) reports index {index}, this node's own node.index: two nodes with one \
+                 index would both bootstrap and lead; fix node.index in one of the configurations",
+                p.name,
+                p.api
+            );
+            return Err(Failure::SameIndex {
+                peer: PeerId(i as u8),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The `index` a pgha API reports in `GET /status`, within `limit` overall.
+fn peer_index(addr: std::net::SocketAddr, limit: Duration) -> Option<u64> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + limit;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    let _ = s.set_write_timeout(Some(limit));
+    write!(
+        s,
+        "GET /status HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.checked_duration_since(std::time::Instant::now())?;
+        let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > 64 * 1024 {
+                    return None;
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        return None;
+    }
+    serde_json::from_str::<serde_json::Value>(body).ok()?["index"].as_u64()
 }
 
 /// Whether a host name from the configuration and one reported by postgres name the same

@@ -1,8 +1,15 @@
 //! PostgreSQL's programs and files: initdb, pg_ctl, pg_basebackup, pg_controldata, standby
 //! configuration, and the markers kept next to the data dir.
 //!
-//! Markers live beside the data dir (`<data_dir>.pgha-fenced`, `<data_dir>.pgha-held`), not in
-//! it, so a re-clone that replaces the data dir keeps them.
+//! Markers live beside the data dir (`<data_dir>.pgha-fenced`, `<data_dir>.pgha-held`,
+//! `<data_dir>.pgha-sysid`), not in it, so a re-clone that replaces the data dir keeps them;
+//! they are created 0600.
+//!
+//! pgha never discards data it cannot prove is its own: a data dir is "empty" only when absent
+//! or without any entry; a re-clone replaces a cluster only when its system identifier is the
+//! source's or the one pgha recorded when it created the data (initdb, clone); the replaced
+//! data is set aside (`[postgres] keep_discarded`), not deleted. And it signals or adopts only
+//! a postmaster proven to serve this data dir.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +34,20 @@ fn clone_dir(c: &FileConfig) -> PathBuf {
 
 fn old_dir(c: &FileConfig) -> PathBuf {
     sibling(&c.data_dir, "pgha-old")
+}
+
+/// `<data_dir>.pgha-sysid`: the system identifier of the cluster pgha created in the data dir
+/// (initdb, clone), its proof that the data there is its own.
+pub fn sysid_marker(c: &FileConfig) -> PathBuf {
+    sibling(&c.data_dir, "pgha-sysid")
+}
+
+const DISCARDED: &str = "pgha-discarded-";
+
+/// `<data_dir>.pgha-discarded-r<run>-c<command>`: where the basebackup command `command` of
+/// the journal's run `run` set aside the data it replaced (`pgha explain` names it so too).
+pub fn discarded_dir(data_dir: &Path, run: u64, command: u64) -> PathBuf {
+    sibling(data_dir, &format!("{DISCARDED}r{run}-c{command}"))
 }
 
 fn bin(c: &FileConfig, program: &str) -> Command {
@@ -65,20 +86,128 @@ pub fn has_cluster(dir: &Path) -> bool {
     dir.join("PG_VERSION").is_file()
 }
 
-/// Whether `pid` is a live postgres process (not a zombie, not a reused PID).
-fn is_live_postgres(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
+/// Whether a directory is empty: absent, or a directory without a single entry.
+pub fn is_empty_dir(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
-    let alive = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
-    };
-    // A zombie has an empty command line; a reused PID names another program.
+}
+
+/// A few entry names of a directory, for an error message.
+fn some_entries(dir: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|it| {
+            it.flatten()
+                .take(4)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.join(", ")
+}
+
+/// Checks, before anything starts, that the daemon can use the data dir: it is empty or
+/// holds a PostgreSQL cluster (never foreign files, which initdb or a clone would destroy),
+/// and it and its directory (where the markers, the copy and the set-aside data go) are
+/// writable by the daemon's user. The error names `node.data_dir` and says what to do.
+pub fn preflight(c: &FileConfig) -> Result<(), String> {
+    use nix::unistd::{AccessFlags, access};
+    let d = &c.data_dir;
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::geteuid()));
+    let writable = |p: &Path| access(p, AccessFlags::W_OK | AccessFlags::X_OK).is_ok();
+    if d.exists() {
+        if !has_cluster(d) && !is_empty_dir(d) {
+            return Err(format!(
+                "node.data_dir = {:?} holds files that are not a PostgreSQL cluster (no PG_VERSION; {}):                  refusing to initdb or clone over them. Use an empty or absent directory, or a cluster",
+                d.display(),
+                some_entries(d)
+            ));
+        }
+        if !writable(d) {
+            return Err(format!(
+                "node.data_dir = {:?} is not writable by {user}, the daemon's user",
+                d.display()
+            ));
+        }
+    }
+    if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty())
+        && !writable(parent)
+    {
+        return Err(format!(
+            "node.data_dir = {:?}: its directory {} is not writable by {user}, the daemon's user              (pgha creates the data dir, its markers and its copies there)",
+            d.display(),
+            parent.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `(state, ppid)` from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut it = rest.split_whitespace();
+    let state = it.next()?.chars().next()?;
+    let ppid = it.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Whether `pid` is alive and not a zombie.
+fn is_alive(pid: i32) -> bool {
+    pid > 0
+        && matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Ok(()) | Err(nix::errno::Errno::EPERM)
+        )
+        && proc_stat(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X' | 'x'))
+}
+
+/// Whether `pid` is a live postgres process of any cluster (for the socket's lock file,
+/// which another cluster on the same port may hold: never removed while one lives).
+fn is_live_postgres(pid: i32) -> bool {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline);
-    alive && (cmdline.contains("postgres") || cmdline.contains("postmaster"))
+    is_alive(pid) && (cmdline.contains("postgres") || cmdline.contains("postmaster"))
+}
+
+/// Whether `pid` is the postmaster serving `dir`: alive, not a zombie, running a `postgres`
+/// program, with `dir` as its working directory (the postmaster chdirs into its data dir),
+/// and not a child of a process working there too (a backend). A PID reused by any other
+/// process, even one of the postgres user that calls itself "postgres", is not.
+pub fn is_our_postmaster(dir: &Path, pid: i32) -> bool {
+    if !is_alive(pid) {
+        return false;
+    }
+    let in_dir =
+        |p: i32| std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|cwd| same_path(&cwd, dir));
+    let runs_postgres = |p: i32| {
+        std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|exe| {
+            exe.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .is_some_and(|n| n.starts_with("postgres") || n.starts_with("postmaster"))
+        })
+    };
+    if !in_dir(pid) || !runs_postgres(pid) {
+        return false;
+    }
+    match proc_stat(pid) {
+        Some((_, ppid)) => !(ppid > 1 && in_dir(ppid) && runs_postgres(ppid)),
+        None => false,
+    }
 }
 
 fn pid_in(file: &Path) -> Option<i32> {
@@ -86,21 +215,26 @@ fn pid_in(file: &Path) -> Option<i32> {
     text.lines().next()?.trim().parse().ok()
 }
 
-/// The PID in `postmaster.pid` when that process is alive and is a postgres.
+/// The PID in `postmaster.pid` when that process is the postmaster of this data dir
+/// ([`is_our_postmaster`]); a stale file whose PID was reused by another process is not.
 pub fn running_postmaster(dir: &Path) -> Option<i32> {
     let pid = pid_in(&dir.join("postmaster.pid"))?;
-    is_live_postgres(pid).then_some(pid)
+    is_our_postmaster(dir, pid).then_some(pid)
 }
 
 /// Removes lock files left by a postmaster that is gone. PostgreSQL itself ignores a lock
 /// whose PID is dead, but not one whose PID is an unreaped zombie (a SIGKILLed postmaster
-/// whose parent has not reaped it yet), and then refuses to start.
+/// whose parent has not reaped it yet) or was reused by another live process, and then
+/// refuses to start.
 fn clear_stale_locks(c: &FileConfig) {
     let pidfile = c.data_dir.join("postmaster.pid");
     if let Some(pid) = pid_in(&pidfile)
-        && !is_live_postgres(pid)
+        && !is_our_postmaster(&c.data_dir, pid)
     {
-        log::info!("removing stale {} (pid {pid} is gone)", pidfile.display());
+        log::info!(
+            "removing stale {} (pid {pid} is not a postmaster of this data dir)",
+            pidfile.display()
+        );
         let _ = std::fs::remove_file(&pidfile);
     }
     let dir =
@@ -125,12 +259,15 @@ pub struct Control {
     pub lsn: Lsn,
     /// "in production", "shut down", "shutting down" or "in crash recovery".
     pub primary_state: bool,
+    /// "Database system identifier".
+    pub sysid: Option<u64>,
 }
 
 pub fn parse_controldata(text: &str) -> Option<Control> {
     let mut timeline = None;
     let mut lsn = Lsn(0);
     let mut state = None;
+    let mut sysid = None;
     for line in text.lines() {
         let Some((k, v)) = line.split_once(':') else {
             continue;
@@ -147,6 +284,7 @@ pub fn parse_controldata(text: &str) -> Option<Control> {
                 }
             }
             "Database cluster state" => state = Some(v.to_string()),
+            "Database system identifier" => sysid = v.parse().ok(),
             _ => {}
         }
     }
@@ -158,18 +296,34 @@ pub fn parse_controldata(text: &str) -> Option<Control> {
             state.as_str(),
             "in production" | "shut down" | "shutting down" | "in crash recovery"
         ),
+        sysid,
     })
 }
 
 fn controldata(c: &FileConfig) -> Option<Control> {
+    controldata_of(c, &c.data_dir)
+}
+
+fn controldata_of(c: &FileConfig, dir: &Path) -> Option<Control> {
     let mut cmd = bin(c, "pg_controldata");
-    cmd.arg("-D").arg(&c.data_dir).env("LC_ALL", "C");
+    cmd.arg("-D").arg(dir).env("LC_ALL", "C");
     let out = super::process::run("pg_controldata", cmd, ms(c.timeouts.command_ms)).ok()?;
     parse_controldata(&out.stdout)
 }
 
 fn write_marker(path: &Path, what: &str) -> std::io::Result<()> {
-    std::fs::write(path, format!("{what}\n"))?;
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    // 0600: markers say what pgha did to this node; nobody else reads or writes them.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(format!("{what}\n").as_bytes())?;
+    drop(f);
     // The marker must survive a crash: sync the file and its directory.
     std::fs::File::open(path)?.sync_all()?;
     if let Some(parent) = path.parent() {
@@ -190,6 +344,29 @@ fn mark_held(c: &FileConfig) {
     }
 }
 
+/// Records the system identifier of the cluster now in the data dir as pgha's own.
+fn record_sysid(c: &FileConfig, sysid: Option<u64>) {
+    let Some(id) = sysid.or_else(|| controldata(c).and_then(|x| x.sysid)) else {
+        log::warn!(
+            "cannot read the system identifier of {}",
+            c.data_dir.display()
+        );
+        return;
+    };
+    let m = sysid_marker(c);
+    if let Err(e) = write_marker(&m, &id.to_string()) {
+        log::warn!("cannot write {}: {e}", m.display());
+    }
+}
+
+fn recorded_sysid(c: &FileConfig) -> Option<u64> {
+    std::fs::read_to_string(sysid_marker(c))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Gathers the facts the core starts from. Also finishes a data-dir swap that a crash
 /// interrupted (the old data dir is put back when the new one never arrived).
 pub fn local_facts(c: &FileConfig) -> LocalFacts {
@@ -203,6 +380,13 @@ pub fn local_facts(c: &FileConfig) -> LocalFacts {
         let _ = std::fs::remove_dir(&c.data_dir);
         if let Err(e) = std::fs::rename(&old, &c.data_dir) {
             log::error!("cannot restore {}: {e}", old.display());
+        }
+    }
+    // Markers written by older versions were 0644: make them private.
+    for m in [fence_marker(c), held_marker(c), sysid_marker(c)] {
+        use std::os::unix::fs::PermissionsExt;
+        if m.exists() {
+            let _ = std::fs::set_permissions(&m, std::fs::Permissions::from_mode(0o600));
         }
     }
     let fenced = fence_marker(c).exists();
@@ -241,6 +425,14 @@ pub fn local_facts(c: &FileConfig) -> LocalFacts {
 }
 
 pub fn initdb(c: &FileConfig) -> Result<(), Failure> {
+    if !has_cluster(&c.data_dir) && !is_empty_dir(&c.data_dir) {
+        log::error!(
+            "initdb refused: {} holds files that are not a PostgreSQL cluster ({})",
+            c.data_dir.display(),
+            some_entries(&c.data_dir)
+        );
+        return Err(Failure::ForeignFiles);
+    }
     if has_cluster(&c.data_dir) {
         log::error!(
             "initdb refused: {} already holds a cluster",
@@ -263,6 +455,7 @@ pub fn initdb(c: &FileConfig) -> Result<(), Failure> {
         .args(&c.pg.initdb_args);
     super::process::run("initdb", cmd, ms(c.timeouts.initdb_ms))?;
     mark_held(c);
+    record_sysid(c, None);
     Ok(())
 }
 
@@ -406,9 +599,152 @@ pub fn stop(c: &FileConfig, mode: StopMode) -> Result<(), Failure> {
     r
 }
 
+/// Whether the local data may be replaced by a copy of `from`, whose system identifier is
+/// `source` when already known. `Ok(None)`: nothing to replace, or data pgha recorded as its
+/// own; `Ok(Some(id))`: the local cluster's identifier, to compare with the copy's when the
+/// source's could not be asked; `Err`: another cluster's data, or foreign files.
+fn may_replace(c: &FileConfig, source: Option<u64>) -> Result<Option<u64>, Failure> {
+    if !has_cluster(&c.data_dir) {
+        if !is_empty_dir(&c.data_dir) {
+            log::error!(
+                "basebackup refused: {} holds files that are not a PostgreSQL cluster ({})",
+                c.data_dir.display(),
+                some_entries(&c.data_dir)
+            );
+            return Err(Failure::ForeignFiles);
+        }
+        return Ok(None);
+    }
+    let local = controldata(c).and_then(|x| x.sysid);
+    let recorded = recorded_sysid(c);
+    match (local, recorded) {
+        // Data pgha created here (an unreadable control file of it too).
+        (Some(l), Some(r)) if l == r => return Ok(None),
+        (None, Some(_)) => return Ok(None),
+        _ => {}
+    }
+    match (local, source) {
+        (Some(l), Some(s)) if l == s => Ok(None),
+        (l, Some(s)) => {
+            log::error!(
+                "basebackup refused: {} holds a cluster with system identifier {} but the source's is {s}, \
+                 and pgha never recorded it as this node's ({}): not replacing another cluster's data",
+                c.data_dir.display(),
+                l.map(|l| l.to_string())
+                    .unwrap_or_else(|| "(unreadable)".into()),
+                sysid_marker(c).display()
+            );
+            Err(Failure::ForeignCluster {
+                local: l.unwrap_or(0),
+                source: s,
+            })
+        }
+        (l, None) => Ok(Some(l.unwrap_or(0))),
+    }
+}
+
+/// The system identifier of a peer's cluster (`pg_control_system()`), when it answers.
+fn source_sysid(c: &FileConfig, from: PeerId) -> Option<u64> {
+    let t = peer_target(c, from)?;
+    match probe::query_one(
+        &t,
+        ms(c.timeouts.command_ms.min(10_000)),
+        "select system_identifier::text from pg_control_system()",
+    ) {
+        Ok(Some(v)) => v.parse().ok(),
+        Ok(None) => None,
+        Err(e) => {
+            log::warn!("system identifier of {}: {e}", t.host);
+            None
+        }
+    }
+}
+
+/// Moves `dir` (replaced data) to `<data_dir>.pgha-discarded-r<run>-c<id><suffix>` when
+/// `[postgres] keep_discarded` > 0, then removes the set-aside copies beyond that many, oldest
+/// first; removes it when keep_discarded = 0.
+fn set_aside(c: &FileConfig, dir: &Path, run: u64, id: u64, suffix: &str) -> Result<(), Failure> {
+    if c.pg.keep_discarded == 0 {
+        log::info!(
+            "removing the replaced data {} (keep_discarded = 0)",
+            dir.display()
+        );
+        return std::fs::remove_dir_all(dir).map_err(|e| {
+            log::warn!("cannot remove {}: {e}", dir.display());
+            Failure::Io
+        });
+    }
+    let mut dest = discarded_dir(&c.data_dir, run, id);
+    if !suffix.is_empty() {
+        dest = PathBuf::from(format!("{}{suffix}", dest.display()));
+    }
+    std::fs::rename(dir, &dest).map_err(|e| {
+        log::error!(
+            "cannot set the replaced data {} aside as {}: {e}",
+            dir.display(),
+            dest.display()
+        );
+        Failure::Io
+    })?;
+    log::warn!(
+        "the replaced data is kept as {} ([postgres] keep_discarded = {})",
+        dest.display(),
+        c.pg.keep_discarded
+    );
+    prune_discarded(c);
+    Ok(())
+}
+
+/// The set-aside copies of this data dir, oldest first: (run, command, path).
+fn discarded(c: &FileConfig) -> Vec<(u64, u64, PathBuf)> {
+    let Some(parent) = c.data_dir.parent() else {
+        return Vec::new();
+    };
+    let Some(base) = c
+        .data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+    else {
+        return Vec::new();
+    };
+    let prefix = format!("{base}.{DISCARDED}r");
+    let mut out: Vec<(u64, u64, PathBuf)> = std::fs::read_dir(parent)
+        .map(|it| {
+            it.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let rest = name.strip_prefix(&prefix)?;
+                    let (run, rest) = rest.split_once("-c")?;
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    Some((run.parse().ok()?, digits.parse().ok()?, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn prune_discarded(c: &FileConfig) {
+    let all = discarded(c);
+    let extra = all.len().saturating_sub(c.pg.keep_discarded as usize);
+    for (_, _, p) in &all[..extra] {
+        log::info!(
+            "removing {} (more than keep_discarded = {} set-aside copies)",
+            p.display(),
+            c.pg.keep_discarded
+        );
+        if let Err(e) = std::fs::remove_dir_all(p) {
+            log::warn!("cannot remove {}: {e}", p.display());
+        }
+    }
+}
+
 /// `pg_basebackup -X stream -R` into `<data_dir>.pgha-clone`; only once it is complete does
-/// it replace the data dir (rename the old one aside, rename the copy in, remove the old).
-pub fn basebackup(c: &FileConfig, from: PeerId) -> Result<(), Failure> {
+/// it replace the data dir (rename the old one aside, rename the copy in, then set the old
+/// one aside as `<data_dir>.pgha-discarded-r<run>-c<id>`, see [`set_aside`]). Local data is
+/// replaced only when it is this cluster's ([`may_replace`]); foreign files never.
+pub fn basebackup(c: &FileConfig, from: PeerId, run: u64, id: u64) -> Result<(), Failure> {
     let p = c.peer(from).ok_or(Failure::Refused)?.clone();
     if running_postmaster(&c.data_dir).is_some() {
         log::error!(
@@ -417,6 +753,12 @@ pub fn basebackup(c: &FileConfig, from: PeerId) -> Result<(), Failure> {
         );
         return Err(Failure::Refused);
     }
+    let source = if has_cluster(&c.data_dir) {
+        source_sysid(c, from)
+    } else {
+        None
+    };
+    let unproven = may_replace(c, source)?;
     let clone = clone_dir(c);
     let io = |what: &str, e: std::io::Error| {
         log::error!("basebackup: {what}: {e}");
@@ -457,14 +799,35 @@ pub fn basebackup(c: &FileConfig, from: PeerId) -> Result<(), Failure> {
         log::error!("basebackup: {} holds no cluster", clone.display());
         return Err(Failure::Io);
     }
+    let copied = controldata_of(c, &clone).and_then(|x| x.sysid);
+    if let Some(local) = unproven {
+        // The source could not be asked before: the copy says whose cluster it is.
+        let checked = match copied {
+            Some(_) => may_replace(c, copied),
+            None => {
+                log::error!("basebackup: cannot read the copy's system identifier");
+                Err(Failure::Io)
+            }
+        };
+        if let Err(f) = checked {
+            let _ = std::fs::remove_dir_all(&clone);
+            return Err(f);
+        }
+        log::debug!("local system identifier {local} is the source's");
+    }
     write_standby_config(c, &clone, from)?;
-    // The copy is complete: swap it in.
+    // The copy is complete: swap it in. A stale old copy (a swap interrupted after the copy
+    // was moved in) is replaced data too.
     let old = old_dir(c);
     if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| io("removing a stale old copy", e))?;
+        set_aside(c, &old, run, id, "-stale")?;
     }
-    if c.data_dir.exists() {
+    // Last guard: never move foreign files aside to be discarded.
+    may_replace(c, copied)?;
+    if has_cluster(&c.data_dir) {
         std::fs::rename(&c.data_dir, &old).map_err(|e| io("moving the old data dir aside", e))?;
+    } else if c.data_dir.exists() {
+        std::fs::remove_dir(&c.data_dir).map_err(|e| io("removing the empty data dir", e))?;
     }
     std::fs::rename(&clone, &c.data_dir).map_err(|e| io("moving the copy in place", e))?;
     if let Some(parent) = c.data_dir.parent()
@@ -473,10 +836,11 @@ pub fn basebackup(c: &FileConfig, from: PeerId) -> Result<(), Failure> {
         let _ = d.sync_all();
     }
     mark_held(c);
-    if old.exists()
-        && let Err(e) = std::fs::remove_dir_all(&old)
-    {
-        log::warn!("cannot remove the old data dir {}: {e}", old.display());
+    record_sysid(c, copied);
+    if old.exists() {
+        // The copy is in place; the replaced data is kept aside (a failure here leaves it at
+        // `.pgha-old`, set aside at the next clone).
+        let _ = set_aside(c, &old, run, id, "");
     }
     Ok(())
 }
@@ -538,6 +902,92 @@ pub fn set_fence(c: &FileConfig, on: bool) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cfg_in(dir: &Path, extra: &str) -> FileConfig {
+        let text = format!(
+            "{}\n[postgres]\n{extra}\n",
+            crate::config::tests::sample(dir)
+        );
+        crate::config::parse(Path::new("x.toml"), &text).unwrap().0
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pgha-pg-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn set_aside_copies_beyond_keep_discarded_are_removed_oldest_first() {
+        let d = tempdir("prune");
+        let c = cfg_in(&d, "keep_discarded = 2");
+        for (run, cmd) in [(1, 40), (2, 7), (2, 30), (1, 5)] {
+            std::fs::create_dir_all(discarded_dir(&c.data_dir, run, cmd)).unwrap();
+        }
+        // Not ours: another data dir's copies, a name that does not parse.
+        std::fs::create_dir_all(d.join("db00.pgha-discarded-r1-c1")).unwrap();
+        std::fs::create_dir_all(d.join("db0.pgha-discarded-x")).unwrap();
+        let old = d.join("db0.pgha-old");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("PG_VERSION"), "15").unwrap();
+        set_aside(&c, &old, 3, 2, "").unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "db0.pgha-discarded-r2-c30",
+                "db0.pgha-discarded-r3-c2",
+                "db0.pgha-discarded-x",
+                "db00.pgha-discarded-r1-c1"
+            ]
+        );
+        assert!(d.join("db0.pgha-discarded-r3-c2/PG_VERSION").is_file());
+        // keep_discarded = 0: the replaced data goes at once.
+        let c = cfg_in(&d, "keep_discarded = 0");
+        std::fs::create_dir_all(&old).unwrap();
+        set_aside(&c, &old, 4, 1, "").unwrap();
+        assert!(!old.exists() && !discarded_dir(&c.data_dir, 4, 1).exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn only_an_absent_or_entry_less_directory_is_empty_and_foreign_files_are_refused() {
+        let d = tempdir("empty");
+        let c = cfg_in(&d, "");
+        assert!(is_empty_dir(&c.data_dir));
+        assert!(preflight(&c).is_ok());
+        std::fs::create_dir_all(c.data_dir.join("sub")).unwrap();
+        assert!(!is_empty_dir(&c.data_dir));
+        let e = preflight(&c).unwrap_err();
+        assert!(e.contains("node.data_dir") && e.contains("sub"), "{e}");
+        assert_eq!(initdb(&c), Err(Failure::ForeignFiles));
+        assert!(c.data_dir.join("sub").is_dir());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_live_process_that_is_not_this_data_dirs_postmaster_is_not_running_postgres() {
+        let d = tempdir("pid");
+        let c = cfg_in(&d, "");
+        std::fs::create_dir_all(&c.data_dir).unwrap();
+        // This test process: alive, but not a postgres working in the data dir.
+        let me = std::process::id();
+        std::fs::write(
+            c.data_dir.join("postmaster.pid"),
+            format!("{me}\n{}\n", c.data_dir.display()),
+        )
+        .unwrap();
+        assert!(!is_our_postmaster(&c.data_dir, me as i32));
+        assert_eq!(running_postmaster(&c.data_dir), None);
+        assert!(stop(&c, StopMode::Immediate).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn controldata_of_a_shut_down_primary_says_master() {

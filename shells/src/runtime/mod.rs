@@ -125,7 +125,11 @@ pub fn started(d: &mut Daemon, facts: pgha_core::LocalFacts) -> Flow {
 /// both runtimes' action workers run for every action (blocking; the smol runtime runs it
 /// through `smol::unblock`), so neither can skip a hook. The effector bounds its own
 /// programs; this bound is the backstop. Returns the outcome and duration.
-pub fn run_action(eff: &Effectors, kind: CommandKind) -> (Result<(), Failure>, u64) {
+pub fn run_action(
+    eff: &Effectors,
+    id: CommandId,
+    kind: CommandKind,
+) -> (Result<(), Failure>, u64) {
     let start = Instant::now();
     let limit = eff.time_limit(kind);
     let (tx, rx) = mpsc::channel();
@@ -133,7 +137,7 @@ pub fn run_action(eff: &Effectors, kind: CommandKind) -> (Result<(), Failure>, u
     let spawned = std::thread::Builder::new()
         .name("pgha-action".into())
         .spawn(move || {
-            let _ = tx.send(e.act(kind));
+            let _ = tx.send(e.act(id, kind));
         });
     let outcome = match spawned {
         Err(e) => {

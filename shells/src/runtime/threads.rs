@@ -27,7 +27,7 @@ fn drive(d: &mut Daemon, eff: Effectors, tx: mpsc::Sender<Msg>, rx: mpsc::Receiv
             .name("pgha-actions".into())
             .spawn(move || {
                 for c in action_rx {
-                    let (outcome, duration_ms) = run_action(&eff, c.kind);
+                    let (outcome, duration_ms) = run_action(&eff, c.id, c.kind);
                     if tx
                         .send(Msg::Done {
                             id: c.id,
