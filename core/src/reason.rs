@@ -38,6 +38,9 @@ pub enum State {
     SteppingDown { then: AfterStop },
     /// Stopped by the split-brain rule; stays so, across restarts, until `recover`.
     Fenced,
+    /// Stopped by an operator's step-down (a switchover): waits for a peer to report master,
+    /// then rejoins it; never leads on its own. `recover` makes it elect again.
+    SteppedDown,
 }
 
 /// What a node does once a step-down has stopped its postgres.
@@ -49,6 +52,8 @@ pub enum AfterStop {
     Rejoin { from: PeerId },
     /// Start over as a node with data (the grace rule).
     Elect,
+    /// Wait, stopped, for a new master to rejoin ([`State::SteppedDown`]).
+    WaitForMaster,
 }
 
 impl State {
@@ -68,6 +73,7 @@ impl State {
             State::Promoting { .. } => "promoting",
             State::SteppingDown { .. } => "stepping_down",
             State::Fenced => "fenced",
+            State::SteppedDown => "stepped_down",
         }
     }
 
@@ -204,9 +210,26 @@ pub enum Reason {
         local_timeline: Timeline,
         peer_timeline: Timeline,
     },
+    /// An operator's promote refused: the master this replica follows is alive and healthy
+    /// (its last probe answered master, with no failure since). Promoting now would make two
+    /// masters; a switchover (`pgha promote --force`) stops the master first.
+    PromoteRefusedMasterHealthy { peer: PeerId, timeline: Timeline },
+    /// An operator's step-down refused: no peer answers as a healthy replica, so no one could
+    /// take over.
+    StepDownRefusedNoReplica,
 }
 
 impl Reason {
+    /// True for a refused operator request (the node changed nothing).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Reason::OperatorRefused { .. }
+                | Reason::PromoteRefusedMasterHealthy { .. }
+                | Reason::StepDownRefusedNoReplica
+        )
+    }
+
     /// A stable code for the journal's `reason_code` column and for tools.
     pub fn code(&self) -> &'static str {
         match self {
@@ -233,6 +256,8 @@ impl Reason {
             Reason::CannotFollow { .. } => "cannot_follow",
             Reason::NotStreaming { .. } => "not_streaming",
             Reason::OrphanedTimeline { .. } => "orphaned_timeline",
+            Reason::PromoteRefusedMasterHealthy { .. } => "promote_refused_master_healthy",
+            Reason::StepDownRefusedNoReplica => "step_down_refused_no_replica",
         }
     }
 
@@ -449,6 +474,16 @@ impl std::fmt::Display for Describe<'_> {
                 f,
                 "local data is on timeline {local_timeline}, whose master is gone; {} is master on timeline {peer_timeline}: re-cloning from it",
                 c.peer_name(peer)
+            ),
+            Reason::PromoteRefusedMasterHealthy { peer, timeline } => write!(
+                f,
+                "operator request promote refused: master {} is alive and healthy (its last probe answered master on timeline {timeline}, no failure since); promoting now would make two masters. `pgha promote --force` switches over: {} steps down first",
+                c.peer_name(peer),
+                c.peer_name(peer)
+            ),
+            Reason::StepDownRefusedNoReplica => write!(
+                f,
+                "operator request step-down refused: no peer answers as a healthy replica to take over"
             ),
         }
     }

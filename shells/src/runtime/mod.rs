@@ -52,10 +52,7 @@ impl OperatorReply {
         cfg: &pgha_core::Config,
         state: pgha_core::State,
     ) -> OperatorReply {
-        let refused = step
-            .transitions
-            .iter()
-            .any(|t| matches!(t.reason, pgha_core::Reason::OperatorRefused { .. }));
+        let refused = step.transitions.iter().any(|t| t.reason.is_refusal());
         OperatorReply {
             request: request.name().to_string(),
             accepted: !refused && !step.transitions.is_empty(),
