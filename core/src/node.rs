@@ -475,7 +475,10 @@ impl Node {
             self.config.transition_bound_ms,
         );
         match self.state {
-            State::Discovering { .. } | State::WaitingForMaster | State::Electing { .. } => {
+            State::Discovering { .. }
+            | State::WaitingForMaster
+            | State::Electing { .. }
+            | State::SteppedDown => {
                 if let ProbeResult::Master { timeline, .. } = result
                     && self.retry_at.is_none_or(|t| t <= now)
                 {
@@ -978,6 +981,7 @@ impl Node {
                     AfterStop::Fence => self.go(now, State::Fenced, done),
                     AfterStop::Rejoin { from } => self.clone_from(now, from, done),
                     AfterStop::Elect => self.elect_or_wait(now, done),
+                    AfterStop::WaitForMaster => self.go(now, State::SteppedDown, done),
                 },
                 _ => {}
             }
@@ -1062,6 +1066,13 @@ impl Node {
             State::Initializing if self.awaiting.is_none() => {
                 self.emit_awaited(CommandKind::InitDataDir)
             }
+            State::SteppingDown {
+                then: AfterStop::WaitForMaster,
+            } if self.awaiting.is_none() => {
+                // A switchover stops in fast mode only: an immediate stop would not wait for
+                // the standby to receive the last WAL.
+                self.emit_awaited(CommandKind::StopPostgres(StopMode::Fast));
+            }
             State::SteppingDown { .. } if self.awaiting.is_none() => {
                 self.emit_awaited(CommandKind::StopPostgres(StopMode::Immediate));
             }
@@ -1079,8 +1090,41 @@ impl Node {
                     now.plus(self.config.connect_timeout_ms + self.config.probe_interval_ms);
                 self.go(now, State::Electing { deadline }, reason);
             }
+            (OperatorRequest::Recover, State::SteppedDown) => {
+                // As after a fence: one round of probes, a master found is followed, else
+                // this node leads.
+                let deadline =
+                    now.plus(self.config.connect_timeout_ms + self.config.probe_interval_ms);
+                self.go(now, State::Electing { deadline }, reason);
+            }
             (OperatorRequest::Promote, State::Replica { upstream }) => {
-                self.promote(now, upstream, reason)
+                // Never a second master beside a healthy one: that is a race the split-brain
+                // rule would settle by stopping one of them, maybe with acknowledged writes.
+                let slot = &self.peers[upstream.index()];
+                match slot.last {
+                    Some((_, ProbeResult::Master { timeline, .. })) if slot.failures.count == 0 => {
+                        let refused = Reason::PromoteRefusedMasterHealthy {
+                            peer: upstream,
+                            timeline,
+                        };
+                        self.go(now, self.state, refused);
+                    }
+                    _ => self.promote(now, upstream, reason),
+                }
+            }
+            (OperatorRequest::StepDown, State::Master) => {
+                let n = self.config.peers.len();
+                let replica = self.peers[..n].iter().any(|s| {
+                    matches!(s.last, Some((_, ProbeResult::Replica { .. })))
+                        && s.failures.count == 0
+                });
+                if replica {
+                    // Fast mode: postgres ends the sessions, writes a shutdown checkpoint and
+                    // waits until its walsenders shipped all WAL to the connected standby.
+                    self.step_down(now, AfterStop::WaitForMaster, StopMode::Fast, reason);
+                } else {
+                    self.go(now, State::Master, Reason::StepDownRefusedNoReplica);
+                }
             }
             (OperatorRequest::Pause, s) => {
                 self.paused = true;

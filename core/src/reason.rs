@@ -43,6 +43,9 @@ pub enum State {
     /// reveal (two nodes with one index). Does nothing destructive; probes of the peers go
     /// on. An operator fixes the cause and restarts the daemon.
     Halted,
+    /// Stopped by an operator's step-down (a switchover): waits for a peer to report master,
+    /// then rejoins it; never leads on its own. `recover` makes it elect again.
+    SteppedDown,
 }
 
 /// What a node does once a step-down has stopped its postgres.
@@ -54,6 +57,8 @@ pub enum AfterStop {
     Rejoin { from: PeerId },
     /// Start over as a node with data (the grace rule).
     Elect,
+    /// Wait, stopped, for a new master to rejoin ([`State::SteppedDown`]).
+    WaitForMaster,
 }
 
 impl State {
@@ -74,6 +79,7 @@ impl State {
             State::SteppingDown { .. } => "stepping_down",
             State::Fenced => "fenced",
             State::Halted => "halted",
+            State::SteppedDown => "stepped_down",
         }
     }
 
@@ -231,9 +237,26 @@ pub enum Reason {
         duration_ms: u64,
         set_aside: CommandId,
     },
+    /// An operator's promote refused: the master this replica follows is alive and healthy
+    /// (its last probe answered master, with no failure since). Promoting now would make two
+    /// masters; a switchover (`pgha promote --force`) stops the master first.
+    PromoteRefusedMasterHealthy { peer: PeerId, timeline: Timeline },
+    /// An operator's step-down refused: no peer answers as a healthy replica, so no one could
+    /// take over.
+    StepDownRefusedNoReplica,
 }
 
 impl Reason {
+    /// True for a refused operator request (the node changed nothing).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Reason::OperatorRefused { .. }
+                | Reason::PromoteRefusedMasterHealthy { .. }
+                | Reason::StepDownRefusedNoReplica
+        )
+    }
+
     /// A stable code for the journal's `reason_code` column and for tools.
     pub fn code(&self) -> &'static str {
         match self {
@@ -264,6 +287,8 @@ impl Reason {
             Reason::ForeignFiles { .. } => "foreign_files",
             Reason::SameIndex { .. } => "same_index",
             Reason::Recloned { .. } => "recloned",
+            Reason::PromoteRefusedMasterHealthy { .. } => "promote_refused_master_healthy",
+            Reason::StepDownRefusedNoReplica => "step_down_refused_no_replica",
         }
     }
 
@@ -515,6 +540,16 @@ impl std::fmt::Display for Describe<'_> {
                 c.peer_name(from),
                 secs(duration_ms),
                 set_aside.0
+            ),
+            Reason::PromoteRefusedMasterHealthy { peer, timeline } => write!(
+                f,
+                "operator request promote refused: master {} is alive and healthy (its last probe answered master on timeline {timeline}, no failure since); promoting now would make two masters. `pgha promote --force` switches over: {} steps down first",
+                c.peer_name(peer),
+                c.peer_name(peer)
+            ),
+            Reason::StepDownRefusedNoReplica => write!(
+                f,
+                "operator request step-down refused: no peer answers as a healthy replica to take over"
             ),
         }
     }

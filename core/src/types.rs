@@ -200,6 +200,11 @@ pub enum OperatorRequest {
     Pause,
     /// Resume automatic actions.
     Resume,
+    /// Leave the master role on purpose, for a switchover: stop postgres in fast mode (which
+    /// ships all WAL to the connected standby first), then never lead on its own until a new
+    /// master appears (it rejoins it) or an operator recovers it. Refused unless a peer
+    /// answers as a healthy replica.
+    StepDown,
 }
 
 impl OperatorRequest {
@@ -209,6 +214,7 @@ impl OperatorRequest {
             OperatorRequest::Promote => "promote",
             OperatorRequest::Pause => "pause",
             OperatorRequest::Resume => "resume",
+            OperatorRequest::StepDown => "step-down",
         }
     }
 }

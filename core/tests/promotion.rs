@@ -59,6 +59,26 @@ impl N {
             result,
         });
     }
+    /// The master (peer 0) answers its next probe "refused": it has stopped.
+    fn master_stopped(&mut self) {
+        while !self
+            .pending
+            .iter()
+            .any(|c| c.kind == CommandKind::ProbePeer(PeerId(0)))
+        {
+            self.tick();
+        }
+        self.answer_peer(0, ProbeResult::Refused);
+        // The next probe of it is in flight again.
+        while !self
+            .pending
+            .iter()
+            .any(|c| c.kind == CommandKind::ProbePeer(PeerId(0)))
+        {
+            self.tick();
+        }
+    }
+
     /// Advances to the next deadline (probes due) and fires it.
     fn tick(&mut self) {
         if let Some(t) = self.node.poll_timeout() {
@@ -110,6 +130,8 @@ fn star_replica() -> N {
 fn a_just_promoted_master_does_not_step_down_before_it_knows_its_new_timeline() {
     let mut n = star_replica();
     n.tick();
+    // The old master stopped (a switchover): the promote is accepted.
+    n.master_stopped();
     n.handle(Event::Operator(OperatorRequest::Promote));
     n.done(|k| *k == CommandKind::Promote);
     assert_eq!(n.node.state(), State::Master);
@@ -138,7 +160,7 @@ fn a_just_promoted_master_does_not_step_down_before_it_knows_its_new_timeline() 
 #[test]
 fn a_local_probe_answered_as_replica_during_the_promotion_is_ignored() {
     let mut n = star_replica();
-    n.tick();
+    n.master_stopped();
     // A local probe is in flight when the operator's promote arrives.
     assert!(n.pending.iter().any(|c| c.kind == CommandKind::ProbeLocal));
     let stale = n.take(|k| *k == CommandKind::ProbeLocal);

@@ -741,7 +741,10 @@ fn operator_promote_promotes_a_replica_and_is_refused_elsewhere() {
             request: OperatorRequest::Promote
         }
     ));
+    // A replica whose master has stopped answering: promoted (with a healthy master it is
+    // refused, see the switchover tests).
     let mut r = running_replica();
+    r.run(SEC, replica(1), Some(ProbeResult::Refused));
     r.handle(Event::Operator(OperatorRequest::Promote));
     assert_eq!(
         r.state(),
@@ -1130,4 +1133,139 @@ fn a_failing_initdb_is_retried_with_doubling_pauses_up_to_a_cap() {
     assert!(gaps.iter().all(|g| *g <= 60 * SEC + 1), "{gaps:?}");
     assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "{gaps:?}");
     assert!(*gaps.last().unwrap() >= 59 * SEC, "{gaps:?}");
+}
+
+// ---- switchover: promote refused beside a healthy master, step-down ------------------------
+
+#[test]
+fn operator_promote_is_refused_while_the_master_is_alive_and_healthy() {
+    let mut r = running_replica();
+    r.handle(Event::Operator(OperatorRequest::Promote));
+    assert_eq!(
+        r.state(),
+        State::Replica {
+            upstream: PeerId(0)
+        }
+    );
+    let reason = r.last_reason();
+    assert_eq!(
+        reason,
+        Reason::PromoteRefusedMasterHealthy {
+            peer: PeerId(0),
+            timeline: 1
+        }
+    );
+    assert!(reason.is_refusal());
+    assert_eq!(reason.code(), "promote_refused_master_healthy");
+    let text = reason.describe(r.node.config()).to_string();
+    assert!(text.contains("db0") && text.contains("--force"), "{text}");
+    assert!(!r.has_pending(|k| *k == CommandKind::Promote));
+}
+
+#[test]
+fn operator_promote_is_carried_out_once_the_master_has_failed_a_probe() {
+    let mut r = running_replica();
+    r.run(SEC, replica(1), Some(ProbeResult::Refused));
+    r.handle(Event::Operator(OperatorRequest::Promote));
+    assert_eq!(
+        r.state(),
+        State::Promoting {
+            upstream: PeerId(0)
+        }
+    );
+    assert_eq!(
+        r.last_reason(),
+        Reason::Operator {
+            request: OperatorRequest::Promote
+        }
+    );
+}
+
+#[test]
+fn step_down_stops_the_master_in_fast_mode_and_it_never_leads_until_it_rejoins_the_new_master() {
+    let mut s = running_master();
+    s.pending.clear();
+    s.handle(Event::Operator(OperatorRequest::StepDown));
+    assert_eq!(
+        s.state(),
+        State::SteppingDown {
+            then: AfterStop::WaitForMaster
+        }
+    );
+    let kinds: Vec<CommandKind> = s
+        .pending
+        .iter()
+        .map(|c| c.kind)
+        .filter(|k| !k.is_probe())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            CommandKind::ReleaseVip,
+            CommandKind::StopPostgres(StopMode::Fast)
+        ],
+        "VIP first, then a fast stop; no fence"
+    );
+    s.complete(|k| *k == CommandKind::ReleaseVip);
+    s.complete(|k| matches!(k, CommandKind::StopPostgres(_)));
+    assert_eq!(s.state(), State::SteppedDown);
+    // The peer stops answering as a replica while it promotes: long past grace, nothing.
+    s.run(60 * SEC, None, Some(ProbeResult::Refused));
+    assert_eq!(s.state(), State::SteppedDown, "a stepped-down node led");
+    assert!(!s.has_pending(|k| matches!(k, CommandKind::StartPostgres(_))));
+    // The new master appears: rejoin it (the local data ran as master: re-clone).
+    s.run(SEC, None, master(2));
+    assert_eq!(s.state(), State::Cloning { from: PeerId(0) });
+}
+
+#[test]
+fn step_down_is_refused_when_no_peer_answers_as_a_healthy_replica() {
+    let mut s = running_master();
+    s.run(SEC, master(1), Some(ProbeResult::Refused));
+    s.handle(Event::Operator(OperatorRequest::StepDown));
+    assert_eq!(s.state(), State::Master);
+    assert_eq!(s.last_reason(), Reason::StepDownRefusedNoReplica);
+    assert!(s.last_reason().is_refusal());
+    let mut r = running_replica();
+    r.handle(Event::Operator(OperatorRequest::StepDown));
+    assert!(matches!(
+        r.last_reason(),
+        Reason::OperatorRefused {
+            request: OperatorRequest::StepDown
+        }
+    ));
+}
+
+#[test]
+fn a_failed_switchover_stop_is_retried_in_fast_mode_never_immediate() {
+    let mut s = running_master();
+    s.handle(Event::Operator(OperatorRequest::StepDown));
+    s.fail(
+        |k| matches!(k, CommandKind::StopPostgres(_)),
+        Failure::Timeout,
+    );
+    s.advance_to(s.now.as_millis() + 2 * SEC);
+    assert!(s.has_pending(|k| *k == CommandKind::StopPostgres(StopMode::Fast)));
+    assert!(!s.has_pending(|k| *k == CommandKind::StopPostgres(StopMode::Immediate)));
+}
+
+#[test]
+fn recover_makes_a_stepped_down_node_elect_again() {
+    let mut s = running_master();
+    s.handle(Event::Operator(OperatorRequest::StepDown));
+    s.complete(|k| matches!(k, CommandKind::StopPostgres(_)));
+    assert_eq!(s.state(), State::SteppedDown);
+    s.handle(Event::Operator(OperatorRequest::Recover));
+    assert!(matches!(s.state(), State::Electing { .. }));
+    s.run(15 * SEC, None, Some(ProbeResult::Refused));
+    assert!(
+        matches!(
+            s.state(),
+            State::Starting {
+                target: StartAs::Master
+            }
+        ),
+        "{:?}",
+        s.state()
+    );
 }

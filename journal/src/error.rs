@@ -52,6 +52,11 @@ pub enum JournalError {
     NotFound {
         what: String,
     },
+    /// A file-system step around the database failed (creating it, its permissions).
+    Io {
+        file: PathBuf,
+        detail: String,
+    },
 }
 
 impl JournalError {
@@ -132,6 +137,7 @@ impl std::fmt::Display for JournalError {
             ),
             JournalError::Setting { key, detail } => write!(f, "--set {key}: {detail}"),
             JournalError::NotFound { what } => write!(f, "{what}"),
+            JournalError::Io { file, detail } => write!(f, "{}: {detail}", file.display()),
         }
     }
 }

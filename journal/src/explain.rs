@@ -48,10 +48,8 @@ impl TimelineEntry {
 
 fn is_notable(t: &Transition) -> bool {
     t.from.name() != t.to.name()
-        || matches!(
-            t.reason,
-            Reason::Operator { .. } | Reason::OperatorRefused { .. }
-        )
+        || matches!(t.reason, Reason::Operator { .. })
+        || t.reason.is_refusal()
 }
 
 fn entry(file: usize, run: &Run, step: &RecordedStep, seq: u64, t: &Transition) -> TimelineEntry {

@@ -171,6 +171,30 @@ pub struct Store {
     read_only: bool,
 }
 
+/// Takes group and other permissions off a journal written by an older pgha (created 0644),
+/// and off its -wal and -shm files.
+fn make_private(path: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o700)).map_err(
+                |e| JournalError::Io {
+                    file: p.clone(),
+                    detail: format!("cannot make the journal private (chmod 600): {e}"),
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -188,7 +212,8 @@ impl Store {
         JournalError::sqlite(&self.path, e)
     }
 
-    /// Creates a new journal file (or an in-memory one for `":memory:"`).
+    /// Creates a new journal file (or an in-memory one for `":memory:"`), readable and
+    /// writable by its owner only (0600, as are its -wal and -shm files).
     pub fn create(path: &Path) -> Result<Store, JournalError> {
         let memory = path == Path::new(":memory:");
         if !memory && path.exists() {
@@ -196,6 +221,34 @@ impl Store {
                 file: path.to_path_buf(),
             });
         }
+        if !memory {
+            // Created private before SQLite opens it: the journal holds the node's history
+            // and configuration, and SQLite gives its -wal and -shm files the same mode.
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| JournalError::Io {
+                    file: path.to_path_buf(),
+                    detail: format!("cannot create the journal: {e}"),
+                })?;
+        }
+        let created = Store::create_private(path);
+        if created.is_err() && !memory {
+            // Only what this call created: the file did not exist.
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = path.as_os_str().to_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(PathBuf::from(p));
+            }
+        }
+        created
+    }
+
+    fn create_private(path: &Path) -> Result<Store, JournalError> {
+        let memory = path == Path::new(":memory:");
         let conn = if memory {
             Connection::open_in_memory()
         } else {
@@ -281,6 +334,7 @@ impl Store {
                 file: path.to_path_buf(),
             });
         }
+        make_private(path)?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,

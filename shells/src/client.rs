@@ -1,37 +1,213 @@
 //! The operator commands that talk to a running daemon's HTTP API: `status`, `check`,
-//! `recover`, `promote`, `pause`, `resume`. The client side is one request per connection
-//! (HTTP/1.0, `Connection: close`), bounded by a timeout.
+//! `recover`, `promote` (with `--force`: a switchover), `pause`, `resume`. One request per
+//! connection (HTTP/1.0, `Connection: close`), every call bounded as a whole in time
+//! ([`call`]'s timeout, however slowly the server answers) and in bytes ([`MAX_REPLY`]).
+//! Operator requests go over the local socket (`[api] socket`) when this user can use it,
+//! else over TCP with the token of `[api] token_file`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::FileConfig;
 
-/// One request; returns the status code and the body.
-pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
-    let timeout = Duration::from_secs(15);
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .map_err(|e| format!("cannot reach the pgha API at {addr}: {e}"))?;
-    let _ = s.set_read_timeout(Some(timeout));
-    let _ = s.set_write_timeout(Some(timeout));
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("{addr}: {e}"))?;
+/// The most bytes of a reply the client reads.
+pub const MAX_REPLY: usize = 1 << 20;
+/// The bound of one status or check call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bound of one operator call (the daemon waits up to 10 s for its main loop).
+pub const OPERATOR_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where a daemon's API listens.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => write!(f, "{a}"),
+            Target::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A reply: status code, whether it says "overloaded" (could not tell), and the body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub overloaded: bool,
+    pub body: String,
+}
+
+/// Why a call failed: the daemon could not be reached at all, or it did not answer properly.
+#[derive(Debug)]
+pub enum CallError {
+    Connect(String),
+    Other(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Connect(e) | CallError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_timeouts(&self, t: Duration) {
+        let _ = match self {
+            Stream::Tcp(s) => s
+                .set_read_timeout(Some(t))
+                .and(s.set_write_timeout(Some(t))),
+            Stream::Unix(s) => s
+                .set_read_timeout(Some(t))
+                .and(s.set_write_timeout(Some(t))),
+        };
+    }
+
+    /// Writes without raising SIGPIPE (the CLI restores its default disposition).
+    fn send_all(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.write_all(buf),
+            Stream::Unix(s) => {
+                use std::os::fd::AsRawFd;
+                while !buf.is_empty() {
+                    match nix::sys::socket::send(
+                        s.as_raw_fd(),
+                        buf,
+                        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+                    ) {
+                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                        Ok(n) => buf = &buf[n..],
+                        Err(nix::errno::Errno::EINTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+/// One request, bounded as a whole by `timeout` and the reply by [`MAX_REPLY`]. A reply that
+/// arrives before the request is fully written (a server that answered 503 and closed) is
+/// still read and returned.
+pub fn call(
+    target: &Target,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Reply, CallError> {
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let mut s = match target {
+        Target::Tcp(addr) => TcpStream::connect_timeout(addr, left().min(Duration::from_secs(3)))
+            .map(Stream::Tcp)
+            .map_err(|e| CallError::Connect(format!("cannot reach the pgha API at {addr}: {e}")))?,
+        Target::Unix(p) => UnixStream::connect(p).map(Stream::Unix).map_err(|e| {
+            CallError::Connect(format!("cannot reach the pgha socket {}: {e}", p.display()))
+        })?,
+    };
+    let host = match target {
+        Target::Tcp(a) => a.to_string(),
+        Target::Unix(_) => "localhost".into(),
+    };
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.set_timeouts(left().max(Duration::from_millis(1)));
+    let write_err = s.send_all(req.as_bytes()).err();
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf)
-        .map_err(|e| format!("{addr}: reading the reply: {e}"))?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{addr}: not an HTTP reply"))?;
-    Ok((code, body.to_string()))
+    let mut chunk = [0u8; 8192];
+    let read_err = loop {
+        let l = left();
+        if l.is_zero() {
+            return Err(CallError::Other(format!(
+                "{target}: no complete reply within {} s",
+                timeout.as_secs_f64()
+            )));
+        }
+        s.set_timeouts(l);
+        match s.read(&mut chunk) {
+            Ok(0) => break None,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > MAX_REPLY {
+                    return Err(CallError::Other(format!(
+                        "{target}: reply larger than {} bytes: not a pgha API",
+                        MAX_REPLY
+                    )));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return Err(CallError::Other(format!(
+                    "{target}: no complete reply within {} s",
+                    timeout.as_secs_f64()
+                )));
+            }
+            Err(e) => break Some(e),
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(&buf) {
+        Ok(httparse::Status::Complete(off)) => {
+            let code = resp.code.unwrap_or(0);
+            let overloaded = resp
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case(crate::api::OVERLOADED_HEADER));
+            let body = String::from_utf8_lossy(&buf[off..]).into_owned();
+            Ok(Reply {
+                code,
+                overloaded,
+                body,
+            })
+        }
+        _ => {
+            let why = match (write_err, read_err) {
+                (_, Some(e)) => format!("reading the reply: {e}"),
+                (Some(e), None) => format!("sending the request: {e}"),
+                (None, None) if buf.is_empty() => "closed without a reply".into(),
+                (None, None) => "not an HTTP reply".into(),
+            };
+            Err(CallError::Other(format!("{target}: {why}")))
+        }
+    }
+}
+
+/// One request over TCP with the status-call bound; returns the status code and the body.
+pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
+    call(&Target::Tcp(addr), method, path, None, CALL_TIMEOUT)
+        .map(|r| (r.code, r.body))
+        .map_err(|e| e.to_string())
 }
 
 fn get_status(addr: SocketAddr) -> Result<serde_json::Value, String> {
@@ -149,8 +325,34 @@ pub fn check_target<'a>(
         })
 }
 
+/// What a health endpoint's reply says about the role: yes, no, or could not tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Yes,
+    No,
+    Unknown,
+}
+
+/// 200 is yes; a 503 carrying the daemon's status (its answer that the node is not in the
+/// role) is no; anything else (overloaded, another code, no status) is "could not tell".
+pub fn verdict(r: &Reply) -> Verdict {
+    match r.code {
+        200 => Verdict::Yes,
+        503 if !r.overloaded => {
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+            if v.get("state").is_some_and(|s| s.is_string()) {
+                Verdict::No
+            } else {
+                Verdict::Unknown
+            }
+        }
+        _ => Verdict::Unknown,
+    }
+}
+
 /// `pgha check primary|replica [HAProxy's arguments]`: 0 only for a healthy master (or
-/// streaming replica).
+/// streaming replica), 1 when the daemon answered that the node is not, 2 when it could not
+/// tell (unreachable, overloaded, a bad answer).
 pub fn check(cfg: &FileConfig, want: &str, args: &[String]) -> ExitCode {
     let path = if want == "primary" {
         "/primary"
@@ -164,15 +366,26 @@ pub fn check(cfg: &FileConfig, want: &str, args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match request(target.api, "GET", path) {
-        Ok((200, _)) => ExitCode::SUCCESS,
-        Ok((code, _)) => {
-            eprintln!(
-                "{}: not a healthy {want} ({path} answered {code})",
-                target.name
-            );
-            ExitCode::from(1)
-        }
+    match call(&Target::Tcp(target.api), "GET", path, None, CALL_TIMEOUT) {
+        Ok(r) => match verdict(&r) {
+            Verdict::Yes => ExitCode::SUCCESS,
+            Verdict::No => {
+                eprintln!(
+                    "{}: not a healthy {want} ({path} answered {})",
+                    target.name, r.code
+                );
+                ExitCode::from(1)
+            }
+            Verdict::Unknown => {
+                eprintln!(
+                    "{}: could not tell ({path} answered {}{})",
+                    target.name,
+                    r.code,
+                    if r.overloaded { ", overloaded" } else { "" }
+                );
+                ExitCode::from(2)
+            }
+        },
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(2)
@@ -180,34 +393,230 @@ pub fn check(cfg: &FileConfig, want: &str, args: &[String]) -> ExitCode {
     }
 }
 
+/// The token of `[api] token_file`, or an error saying how to set one.
+fn token(cfg: &FileConfig) -> Result<String, String> {
+    match &cfg.api.token_file {
+        Some(p) => crate::config::read_token(p),
+        None => Err(
+            "operator requests over TCP need a token: set [api] token_file (the same token on every node; see docs/security.md)"
+                .into(),
+        ),
+    }
+}
+
+/// Sends an operator request to this node's daemon: over the local socket when this user
+/// can use it, else over TCP with the token.
+fn local_operator(cfg: &FileConfig, what: &str) -> Result<Reply, CallError> {
+    let path = format!("/{what}");
+    let sock = Target::Unix(cfg.api.socket.clone());
+    match call(&sock, "POST", &path, None, OPERATOR_TIMEOUT) {
+        // 403 on the socket: another user; TCP with the token may still be allowed.
+        Ok(r) if r.code != 403 => return Ok(r),
+        Err(CallError::Other(e)) => return Err(CallError::Other(e)),
+        _ => {}
+    }
+    let token = match &cfg.api.token_file {
+        Some(_) => Some(token(cfg).map_err(CallError::Other)?),
+        None => None,
+    };
+    call(
+        &Target::Tcp(cfg.node.api),
+        "POST",
+        &path,
+        token.as_deref(),
+        OPERATOR_TIMEOUT,
+    )
+}
+
+/// Prints an operator reply's transitions (or its error); the exit code: 0 carried out, 1
+/// refused, 2 not delivered.
+fn print_operator(name: &str, what: &str, r: &Reply) -> ExitCode {
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+    if let Some(e) = v.get("error") {
+        eprintln!("{name}: {what}: {} ({})", text(e), r.code);
+        return ExitCode::from(2);
+    }
+    let empty = Vec::new();
+    let ts = v["transitions"].as_array().unwrap_or(&empty);
+    for t in ts {
+        println!(
+            "{name}: {} -> {}: {}",
+            text(&t["from"]),
+            text(&t["to"]),
+            text(&t["reason"])
+        );
+    }
+    if ts.is_empty() {
+        println!("{name}: {what}: no change");
+    }
+    if r.code == 200 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 /// `pgha recover|promote|pause|resume`: sends the request and prints what the daemon did.
-pub fn operator(cfg: &FileConfig, what: &str) -> ExitCode {
-    match request(cfg.node.api, "POST", &format!("/{what}")) {
-        Ok((code, body)) => {
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            if let Some(e) = v.get("error") {
-                eprintln!("{}: {what}: {}", cfg.node.name, text(e));
-                return ExitCode::from(2);
-            }
-            let empty = Vec::new();
-            let ts = v["transitions"].as_array().unwrap_or(&empty);
-            for t in ts {
+/// `promote --force` is a switchover ([`switchover`]).
+pub fn operator(cfg: &FileConfig, what: &str, force: bool) -> ExitCode {
+    if what == "promote" && force {
+        return switchover(cfg);
+    }
+    match local_operator(cfg, what) {
+        Ok(r) => print_operator(&cfg.node.name, what, &r),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn status_of(addr: SocketAddr) -> Option<serde_json::Value> {
+    get_status(addr).ok()
+}
+
+/// The last probe result `status` shows for peer `name`.
+fn seen(status: &serde_json::Value, name: &str) -> Option<String> {
+    status["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["last_probe"]["result"].as_str())
+        .map(str::to_string)
+}
+
+/// `pgha promote --force` on a replica: a switchover that never makes two masters. The
+/// master's daemon is asked to step down (fast stop: every WAL record reaches the streaming
+/// replica first, and it never leads again on its own); once it has stopped and this
+/// replica sees it stopped, this replica is promoted; the old master rejoins it. Bounded:
+/// the stop may take `timeouts.stop`, plus 30 s.
+pub fn switchover(cfg: &FileConfig) -> ExitCode {
+    let me = &cfg.node.name;
+    let Some(st) = status_of(cfg.node.api) else {
+        eprintln!("{me}: its daemon does not answer on {}", cfg.node.api);
+        return ExitCode::from(2);
+    };
+    if st["state"] != "replica" {
+        eprintln!(
+            "{me}: promote --force: this node is {}, not a replica",
+            text(&st["state"])
+        );
+        return ExitCode::from(1);
+    }
+    // The master it follows, as this node's core sees it.
+    let master = cfg
+        .peers
+        .iter()
+        .find(|p| {
+            st["local"]["upstream"] == p.name.as_str()
+                && seen(&st, &p.name).as_deref() == Some("master")
+        })
+        .or_else(|| {
+            cfg.peers
+                .iter()
+                .find(|p| seen(&st, &p.name).as_deref() == Some("master"))
+        });
+    let Some(master) = master else {
+        // No healthy master in sight: a plain promote (the core refuses it otherwise).
+        return operator(cfg, "promote", false);
+    };
+    if !(st["local"]["result"] == "replica" && st["local"]["streaming"] == true) {
+        eprintln!(
+            "{me}: promote --force: this replica does not stream from {} now, so it may miss WAL: refusing the switchover",
+            master.name
+        );
+        return ExitCode::from(1);
+    }
+    let token = match token(cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "{me}: promote --force asks {}'s daemon to step down: {e}",
+                master.name
+            );
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "{me}: switchover: asking {} to step down first",
+        master.name
+    );
+    let r = match call(
+        &Target::Tcp(master.api),
+        "POST",
+        "/step-down",
+        Some(&token),
+        OPERATOR_TIMEOUT,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "{}: {e}; nothing changed (stop {}'s postgres yourself, then `pgha promote`)",
+                master.name, master.name
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let code = print_operator(&master.name, "step-down", &r);
+    if r.code != 200 {
+        return code;
+    }
+    // Wait until the old master has stopped (its stop is complete: its WAL is on the
+    // replica) and this replica no longer sees a master there.
+    let limit = Duration::from_millis(cfg.timeouts.stop_ms) + Duration::from_secs(30);
+    let give_up = Instant::now() + limit;
+    let stopped = [
+        "stepped_down",
+        "cloning",
+        "starting",
+        "waiting_for_local",
+        "replica",
+    ];
+    loop {
+        let old = status_of(master.api);
+        let old_state = old
+            .as_ref()
+            .and_then(|s| s["state"].as_str().map(str::to_string));
+        let mine = status_of(cfg.node.api);
+        let my_state = mine
+            .as_ref()
+            .and_then(|s| s["state"].as_str().map(str::to_string));
+        if matches!(my_state.as_deref(), Some("promoting" | "master")) {
+            println!("{me}: promoted itself once {} stopped", master.name);
+            return ExitCode::SUCCESS;
+        }
+        let old_stopped = old_state.as_deref().is_some_and(|s| stopped.contains(&s));
+        let seen_stopped = mine
+            .as_ref()
+            .and_then(|s| seen(s, &master.name))
+            .is_some_and(|r| r != "master" && r != "shutting down");
+        if old_stopped && seen_stopped {
+            break;
+        }
+        if Instant::now() >= give_up {
+            eprintln!(
+                "{me}: {} did not stop within {} s (state {}); this node was not promoted. \
+                 `pgha recover` on {} lets it lead again",
+                master.name,
+                limit.as_secs(),
+                old_state.as_deref().unwrap_or("unknown"),
+                master.name
+            );
+            return ExitCode::from(1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("{me}: {} has stopped: promoting {me}", master.name);
+    match local_operator(cfg, "promote") {
+        Ok(r) => {
+            let code = print_operator(me, "promote", &r);
+            if r.code == 200 {
                 println!(
-                    "{}: {} -> {}: {}",
-                    cfg.node.name,
-                    text(&t["from"]),
-                    text(&t["to"]),
-                    text(&t["reason"])
+                    "{me}: switchover done; {} rejoins {me} as a replica",
+                    master.name
                 );
             }
-            if ts.is_empty() {
-                println!("{}: {what}: no change", cfg.node.name);
-            }
-            if code == 200 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            code
         }
         Err(e) => {
             eprintln!("{e}");
@@ -219,6 +628,110 @@ pub fn operator(cfg: &FileConfig, what: &str) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-connection server running `f` on the accepted stream.
+    fn fake(f: impl FnOnce(TcpStream) + Send + 'static) -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((s, _)) = l.accept() {
+                f(s);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_call_against_a_server_that_trickles_its_reply_ends_at_its_deadline() {
+        let addr = fake(|mut s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n");
+            for _ in 0..600 {
+                if s.write_all(b"X").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let e = call(
+            &Target::Tcp(addr),
+            "GET",
+            "/primary",
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no complete reply within"), "{e}");
+    }
+
+    #[test]
+    fn a_call_against_a_server_that_streams_stops_reading_at_one_mebibyte() {
+        let addr = fake(|mut s| {
+            let chunk = vec![b'x'; 64 * 1024];
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n");
+            while s.write_all(&chunk).is_ok() {}
+        });
+        let e = call(
+            &Target::Tcp(addr),
+            "GET",
+            "/status",
+            None,
+            Duration::from_secs(60),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn a_503_answered_before_the_request_was_written_is_reported_not_a_broken_pipe() {
+        let addr = fake(|mut s| {
+            let body = "{\"error\":\"overloaded: busy\"}";
+            let _ = write!(
+                s,
+                "HTTP/1.1 503 Service Unavailable\r\nX-Pgha-Overloaded: 1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            // Closed with the request unread: the client's write fails.
+        });
+        // A request far larger than the socket buffers, so it cannot be written in full.
+        let big = "x".repeat(4 << 20);
+        let r = call(
+            &Target::Tcp(addr),
+            "GET",
+            "/primary",
+            Some(&big),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(r.code, 503);
+        assert!(r.overloaded);
+        assert_eq!(verdict(&r), Verdict::Unknown);
+    }
+
+    #[test]
+    fn only_a_503_carrying_the_daemons_status_means_no() {
+        let r = |code, overloaded, body: &str| Reply {
+            code,
+            overloaded,
+            body: body.into(),
+        };
+        assert_eq!(verdict(&r(200, false, "{}")), Verdict::Yes);
+        assert_eq!(
+            verdict(&r(503, false, "{\"state\":\"replica\"}")),
+            Verdict::No
+        );
+        assert_eq!(
+            verdict(&r(503, true, "{\"state\":\"replica\"}")),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            verdict(&r(503, false, "{\"error\":\"x\"}")),
+            Verdict::Unknown
+        );
+        assert_eq!(verdict(&r(500, false, "")), Verdict::Unknown);
+        assert_eq!(verdict(&r(404, false, "")), Verdict::Unknown);
+    }
 
     #[test]
     fn check_picks_the_node_haproxy_names() {

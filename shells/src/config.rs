@@ -41,6 +41,15 @@ struct RawFile {
     vip: Option<RawVip>,
     pgbouncer: Option<RawPgbouncer>,
     hooks: Option<RawHooks>,
+    #[serde(default)]
+    api: RawApi,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    token_file: Option<PathBuf>,
+    socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +128,25 @@ pub struct PgbouncerSettings {
     pub databases: Vec<String>,
     pub pause_timeout_ms: u64,
 }
+
+/// `[api]`: who may send operator requests, and how (docs/security.md).
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// The file holding the bearer token that operator requests over TCP must carry; `None`:
+    /// operator requests over TCP are refused.
+    pub token_file: Option<PathBuf>,
+    /// The local Unix socket for operator requests (its directory is pgha's, mode 0700).
+    pub socket: PathBuf,
+}
+
+/// The most bytes a configuration file may have.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The most bytes a token file may have.
+pub const MAX_TOKEN_BYTES: u64 = 4096;
+/// The longest path a Unix socket address holds (`sun_path` less its terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// What replaces a secret in the configuration text the journal keeps.
+pub const REDACTED: &str = "<set; not journaled>";
 
 /// `[hooks]`: user commands (run with `sh -c`).
 #[derive(Debug, Clone, Default)]
@@ -282,6 +310,10 @@ pub struct FileConfig {
     pub vip: Option<VipSettings>,
     pub pgbouncer: Option<PgbouncerSettings>,
     pub hooks: Hooks,
+    pub api: ApiSettings,
+    /// The configuration text with its secrets replaced by [`REDACTED`]: what the journal
+    /// keeps in each run's header.
+    pub journal_text: String,
     /// What the core decides with.
     pub core: pgha_core::Config,
 }
@@ -388,9 +420,170 @@ pub fn find_bin_dir() -> Option<PathBuf> {
 /// Reads, parses and checks a configuration file. Warnings of the core's
 /// [`pgha_core::Config::validate`] are returned for the caller to log.
 pub fn load(file: &Path) -> Result<(FileConfig, Vec<String>), ConfigError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| err(file, format!("cannot read the configuration file: {e}")))?;
+    let text =
+        read_bounded(file, MAX_CONFIG_BYTES, "the configuration file").map_err(|e| err(file, e))?;
     parse(file, &text)
+}
+
+/// Reads at most `max` bytes of UTF-8 text from `path`; more is an error (a device such as
+/// `/dev/zero` never ends).
+pub fn read_bounded(path: &Path, max: u64, what: &str) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read {what}: {e}"))?;
+    let mut bytes = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {what}: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(format!(
+            "{what} is larger than {} bytes: not what pgha expects there",
+            max
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{what} is not UTF-8 text"))
+}
+
+/// Checks what can be checked of `[api] token_file` without reading it: a regular file, not
+/// readable or writable by group or others, not empty, at most [`MAX_TOKEN_BYTES`]. A file
+/// this user may not even look at is left to the daemon, which reads it ([`read_token`]):
+/// `pgha check` as another user must still work.
+fn check_token_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let key = format!("api.token_file = {:?}", path.display());
+    if !path.is_absolute() {
+        return Err(format!("{key}: must be an absolute path"));
+    }
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
+        Err(e) => return Err(format!("{key}: {e}")),
+    };
+    if !meta.is_file() {
+        return Err(format!("{key}: not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{key}: readable or writable by group or others (mode {mode:o}): the token is a secret, `chmod 600` it"
+        ));
+    }
+    if meta.len() == 0 {
+        return Err(format!("{key}: the file is empty"));
+    }
+    if meta.len() > MAX_TOKEN_BYTES {
+        return Err(format!(
+            "{key}: larger than {MAX_TOKEN_BYTES} bytes (a token is one line)"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the operator token from `[api] token_file` (checked as [`check_token_file`] says,
+/// then read): one line of visible ASCII, surrounding white space ignored. Errors name the
+/// key and the file.
+pub fn read_token(path: &Path) -> Result<String, String> {
+    check_token_file(path)?;
+    let key = format!("api.token_file = {:?}", path.display());
+    let text =
+        read_bounded(path, MAX_TOKEN_BYTES, "the token file").map_err(|e| format!("{key}: {e}"))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("{key}: the file holds no token"));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{key}: the token must be one word of visible ASCII (no spaces, no control characters)"
+        ));
+    }
+    Ok(token.to_string())
+}
+
+/// `text` with every secret replaced by [`REDACTED`]: `[postgres] password`, and a password
+/// inside `[pgbouncer] admin`'s connection string. Text without secrets is kept as written.
+pub fn redact(text: &str) -> String {
+    let Ok(mut table) = toml::from_str::<toml::Table>(text) else {
+        return String::new();
+    };
+    let mut changed = false;
+    if let Some(toml::Value::Table(pg)) = table.get_mut("postgres")
+        && let Some(pw) = pg.get_mut("password")
+    {
+        *pw = toml::Value::String(REDACTED.into());
+        changed = true;
+    }
+    if let Some(toml::Value::Table(b)) = table.get_mut("pgbouncer")
+        && let Some(toml::Value::String(admin)) = b.get_mut("admin")
+    {
+        let r = redact_conninfo(admin);
+        if r != *admin {
+            *admin = r;
+            changed = true;
+        }
+    }
+    if !changed {
+        return text.to_string();
+    }
+    format!(
+        "# secrets replaced by \"{REDACTED}\"\n{}",
+        toml::to_string(&table).unwrap_or_default()
+    )
+}
+
+/// A libpq connection string with its password replaced: `password=...` (quoted or not) in
+/// the keyword form, `user:password@` in the URI form.
+pub fn redact_conninfo(conninfo: &str) -> String {
+    if let Some(rest) = conninfo
+        .strip_prefix("postgresql://")
+        .or_else(|| conninfo.strip_prefix("postgres://"))
+    {
+        let scheme = &conninfo[..conninfo.len() - rest.len()];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            return format!("{scheme}{}:{REDACTED}{}", &rest[..colon], &rest[at..]);
+        }
+        return conninfo.to_string();
+    }
+    let b = conninfo.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        // One `key = value` pair.
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            out.push(b[i]);
+            i += 1;
+        }
+        let key_start = i;
+        while i < b.len() && b[i] != b'=' && !b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = &b[key_start..i];
+        out.extend_from_slice(key);
+        while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'=') {
+            out.push(b[i]);
+            i += 1;
+        }
+        let value_start = i;
+        if i < b.len() && b[i] == b'\'' {
+            i += 1;
+            while i < b.len() && b[i] != b'\'' {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else {
+            while i < b.len() && !b[i].is_ascii_whitespace() {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+        }
+        i = i.min(b.len());
+        if key == b"password" {
+            out.extend_from_slice(format!("'{REDACTED}'").as_bytes());
+        } else {
+            out.extend_from_slice(&b[value_start..i]);
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Parses and checks configuration text read from `file`.
@@ -776,6 +969,41 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
         }
     };
     let journal_options = journal_options(file, &raw.journal)?;
+    let api = {
+        if let Some(t) = &raw.api.token_file {
+            check_token_file(t).map_err(|e| err(file, e))?;
+        }
+        let (socket, defaulted) = match &raw.api.socket {
+            Some(s) => (s.clone(), false),
+            None => (sibling(&raw.journal.path, "d").join("api.sock"), true),
+        };
+        let key = if defaulted {
+            format!(
+                "api.socket (by default {:?}, beside journal.path)",
+                socket.display()
+            )
+        } else {
+            format!("api.socket = {:?}", socket.display())
+        };
+        if !socket.is_absolute() {
+            return Err(err(file, format!("{key}: must be an absolute path")));
+        }
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(err(
+                file,
+                format!(
+                    "{key}: longer than the {MAX_SOCKET_PATH} bytes a Unix socket path may have; set [api] socket to a shorter path"
+                ),
+            ));
+        }
+        if socket.parent().is_none_or(|p| p.as_os_str().is_empty()) {
+            return Err(err(file, format!("{key}: names no directory")));
+        }
+        ApiSettings {
+            token_file: raw.api.token_file.clone(),
+            socket,
+        }
+    };
     Ok((
         FileConfig {
             node,
@@ -791,6 +1019,8 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
             vip,
             pgbouncer,
             hooks,
+            api,
+            journal_text: redact(text),
             core,
         },
         warnings,
@@ -971,6 +1201,105 @@ path = "{d}/db0.journal"
         let text = format!("{}\n[postgres]\nkeep_discarded = 1000\n", sample(&tmp()));
         let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
         assert!(e.contains("postgres.keep_discarded"), "{e}");
+    }
+
+    #[test]
+    fn a_config_file_is_read_up_to_a_bound_and_a_device_that_never_ends_is_an_error() {
+        let e = load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("/dev/zero") && e.contains("larger than"), "{e}");
+    }
+
+    fn token_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_token_file_must_be_private_regular_non_empty_and_small_and_errors_name_it() {
+        let dir = std::env::temp_dir().join(format!("pgha-config-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let with =
+            |p: &Path| sample(&tmp()) + &format!("\n[api]\ntoken_file = \"{}\"\n", p.display());
+        let good = token_file(&dir, "good", "s3cret\n", 0o600);
+        let (c, _) = parse(Path::new("x.toml"), &with(&good)).unwrap();
+        assert_eq!(
+            read_token(c.api.token_file.as_ref().unwrap()).unwrap(),
+            "s3cret"
+        );
+        let cases = [
+            (token_file(&dir, "open", "s3cret", 0o644), "chmod 600"),
+            (token_file(&dir, "empty", "", 0o600), "empty"),
+            (
+                token_file(&dir, "big", &"x".repeat(5000), 0o600),
+                "larger than",
+            ),
+            (dir.join("missing"), "No such file"),
+            (dir.clone(), "not a regular file"),
+        ];
+        for (p, needle) in cases {
+            let e = parse(Path::new("x.toml"), &with(&p))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("api.token_file")
+                    && e.contains(p.to_str().unwrap())
+                    && e.contains(needle),
+                "{e}"
+            );
+        }
+        let spaces = token_file(&dir, "spaces", "two words", 0o600);
+        let e = read_token(&spaces).unwrap_err();
+        assert!(
+            e.contains("api.token_file") && e.contains("visible ASCII"),
+            "{e}"
+        );
+        let blank = token_file(&dir, "blank", "  \n", 0o600);
+        assert!(read_token(&blank).unwrap_err().contains("no token"));
+    }
+
+    #[test]
+    fn the_socket_defaults_beside_the_journal_and_a_path_too_long_for_a_socket_is_an_error() {
+        let (c, _) = parse(Path::new("x.toml"), &sample(&tmp())).unwrap();
+        assert_eq!(c.api.socket, sibling(&c.journal, "d").join("api.sock"));
+        let long = format!("/tmp/{}/api.sock", "d".repeat(120));
+        let text = sample(&tmp()) + &format!("\n[api]\nsocket = \"{long}\"\n");
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(e.contains("api.socket") && e.contains("shorter"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_reach_the_journal_text() {
+        let text = sample(&tmp()).replace(
+            "[journal]",
+            "[postgres]\npassword = \"hunter2-pw\"\n\n[journal]",
+        ) + "\n[pgbouncer]\nadmin = \"host=127.0.0.1 port=6432 user=pgb password='bouncer pw' dbname=pgbouncer\"\nini = \"/tmp/pgbouncer.ini\"\ndatabases = [\"app\"]\n";
+        let (c, _) = parse(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(c.pg.password.as_deref(), Some("hunter2-pw"));
+        let j = &c.journal_text;
+        assert!(
+            !j.contains("hunter2-pw") && !j.contains("bouncer pw"),
+            "{j}"
+        );
+        assert!(j.contains(REDACTED) && j.contains("user=pgb"), "{j}");
+        // Still a configuration of the same node.
+        let again: toml::Table = toml::from_str(j).unwrap();
+        assert_eq!(again["node"]["name"].as_str(), Some("db0"));
+        // Text without secrets is kept as written.
+        let plain = sample(&tmp());
+        let (c, _) = parse(Path::new("x.toml"), &plain).unwrap();
+        assert_eq!(c.journal_text, plain);
+        assert_eq!(
+            redact_conninfo("postgresql://app:pa55@db:5432/app"),
+            format!("postgresql://app:{REDACTED}@db:5432/app")
+        );
+        assert_eq!(
+            redact_conninfo("password=x host=h"),
+            format!("password='{REDACTED}' host=h")
+        );
     }
 
     #[test]

@@ -92,9 +92,17 @@ enum Cmd {
         config: PathBuf,
     },
     /// Promote this replica on purpose (the running daemon carries it out).
+    ///
+    /// Refused while the master it follows is alive and healthy (two masters would race).
+    /// With --force it is a switchover: the master's daemon is asked to step down first
+    /// (over TCP with the token of [api] token_file), and once it has stopped, with every WAL
+    /// record on this replica, this node is promoted; the old master rejoins it.
     Promote {
         #[arg(long)]
         config: PathBuf,
+        /// Switch over: stop the healthy master first, then promote.
+        #[arg(long)]
+        force: bool,
     },
     /// Suspend automatic actions on the running daemon (probes go on).
     Pause {
@@ -130,9 +138,34 @@ fn load(path: &std::path::Path) -> Result<config::FileConfig, ExitCode> {
     }
 }
 
+/// A command line tool whose reader went away (`pgha status --json | head -1`) ends at once
+/// and quietly, as Unix tools do: killed by SIGPIPE (exit status 141 in a shell), not a
+/// panic with a backtrace. Rust ignores SIGPIPE, so the write fails and `println!` panics;
+/// this hook turns exactly that panic into SIGPIPE's default action. Not for `pgha run`
+/// (the daemon never prints to a pipe it depends on) nor `pgha demo`.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("os error 32") {
+            let _ = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGPIPE);
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Run { .. } | Cmd::Demo(_)) {
+        quiet_on_closed_pipe();
+    }
     let with = |path: &PathBuf, f: &dyn Fn(&config::FileConfig) -> ExitCode| match load(path) {
         Ok(c) => f(&c),
         Err(code) => code,
@@ -158,10 +191,10 @@ fn main() -> ExitCode {
             print!("{}", haproxy::render(c));
             ExitCode::SUCCESS
         }),
-        Cmd::Recover { config } => with(&config, &|c| client::operator(c, "recover")),
-        Cmd::Promote { config } => with(&config, &|c| client::operator(c, "promote")),
-        Cmd::Pause { config } => with(&config, &|c| client::operator(c, "pause")),
-        Cmd::Resume { config } => with(&config, &|c| client::operator(c, "resume")),
+        Cmd::Recover { config } => with(&config, &|c| client::operator(c, "recover", false)),
+        Cmd::Promote { config, force } => with(&config, &|c| client::operator(c, "promote", force)),
+        Cmd::Pause { config } => with(&config, &|c| client::operator(c, "pause", false)),
+        Cmd::Resume { config } => with(&config, &|c| client::operator(c, "resume", false)),
         Cmd::Demo(args) => demo::demo(args),
         Cmd::Journal(cmd) => journal_cli::journal(cmd),
         Cmd::Explain(args) => journal_cli::explain(args),
@@ -229,7 +262,24 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Operator requests: the token for TCP, and the local socket (docs/security.md).
+    let token = match cfg.api.token_file.as_deref().map(config::read_token) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            eprintln!("pgha: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let local = match api::bind_local(&cfg.api.socket) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pgha: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    // The journal keeps the configuration without its secrets.
+    let text = cfg.journal_text.clone();
     let runtime_name = match kind {
         RuntimeKind::Threads => "threads",
         RuntimeKind::Smol => "smol",
@@ -286,7 +336,21 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
             )
         }
     };
-    let api = match api::serve(server, status.clone(), submit.clone()) {
+    let auth = api::Auth {
+        token,
+        socket: Some(cfg.api.socket.clone()),
+    };
+    let tcp_operators = if auth.token.is_some() {
+        "with the token of api.token_file"
+    } else {
+        "refused (no api.token_file)"
+    };
+    log::info!(
+        "operator requests: on {} (this user and root), over TCP {tcp_operators}",
+        cfg.api.socket.display()
+    );
+    let local = Some((local, cfg.api.socket.clone()));
+    let api = match api::serve(server, local, status.clone(), submit.clone(), auth) {
         Ok(a) => a,
         Err(e) => return refuse(d, e.to_string()),
     };

@@ -164,13 +164,25 @@ pub fn scenario(seed: u64, rng: &mut Rng) -> Scenario {
                 faults.push((t, Fault::LossOn(rng.range(10, 60) as u32)));
                 faults.push((t2, Fault::LossOff));
             }
-            _ => {
-                let req = rng.pick(&[OperatorRequest::Promote, OperatorRequest::Pause]);
-                faults.push((t, Fault::Operator(a, req)));
-                if req == OperatorRequest::Pause {
-                    faults.push((t2, Fault::Operator(a, OperatorRequest::Resume)));
+            _ => match rng.range(0, 3) {
+                0 => {
+                    // A promotion outside pgha: a second master.
+                    faults.push((t, Fault::ExternalPromote(a)));
                 }
-            }
+                1 => {
+                    let req = rng.pick(&[OperatorRequest::Promote, OperatorRequest::Pause]);
+                    faults.push((t, Fault::Operator(a, req)));
+                    if req == OperatorRequest::Pause {
+                        faults.push((t2, Fault::Operator(a, OperatorRequest::Resume)));
+                    }
+                }
+                _ => {
+                    // A switchover as `pgha promote --force` runs it: the master steps down,
+                    // then the replica is asked to promote.
+                    faults.push((t, Fault::Operator(a, OperatorRequest::StepDown)));
+                    faults.push((t2, Fault::Operator(b, OperatorRequest::Promote)));
+                }
+            },
         }
         end = end.max(at + dur);
     }
@@ -210,6 +222,16 @@ pub fn run_scenario(seed: u64, sc: Scenario, rng: Rng, record: bool) -> Outcome 
                 let now = w.now;
                 w.schedule(now, Fault::Operator(i, OperatorRequest::Resume));
             }
+        }
+        let t = w.now.plus(settle);
+        w.run_until(t);
+    }
+    // A switchover that did not complete (its promote refused or lost to a fault) leaves
+    // the stepped-down node waiting with no master: the operator recovers it.
+    if w.violations.is_empty() && w.masters().is_empty() {
+        for i in w.stepped_down() {
+            let now = w.now;
+            w.schedule(now, Fault::Operator(i, OperatorRequest::Recover));
         }
         let t = w.now.plus(settle);
         w.run_until(t);

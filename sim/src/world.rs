@@ -97,6 +97,9 @@ pub enum Fault {
     LossOn(u32),
     LossOff,
     Operator(usize, OperatorRequest),
+    /// `pg_promote()` run on the node's postgres outside pgha (a replica becomes a second
+    /// master): what the split-brain rule exists for.
+    ExternalPromote(usize),
 }
 
 /// One line of a trace.
@@ -690,33 +693,7 @@ impl World {
                 self.nodes[i].followed_timeline = 0;
                 Ok(())
             }
-            CommandKind::Promote => {
-                let node = &self.nodes[i];
-                let ok = !node.hung
-                    && matches!(
-                        node.pg,
-                        Some(PgRun {
-                            role: PgRole::Replica { .. },
-                            phase: Phase::Up
-                        })
-                    );
-                if !ok {
-                    return Err(Failure::Exit(1));
-                }
-                let branch = self.new_branch();
-                let node = &mut self.nodes[i];
-                if let Some(d) = node.data.as_mut() {
-                    d.ancestry.push((d.branch, d.lsn));
-                    d.branch = branch;
-                    d.timeline += 1;
-                    d.was_master = true;
-                }
-                node.pg = Some(PgRun {
-                    role: PgRole::Master,
-                    phase: Phase::Up,
-                });
-                Ok(())
-            }
+            CommandKind::Promote => self.promote_pg(i),
             CommandKind::Follow { upstream } => {
                 let u = self.nodes[i].peer_of[upstream.index()];
                 match self.nodes[i].pg.as_mut() {
@@ -751,6 +728,36 @@ impl World {
                 Ok(())
             }
         }
+    }
+
+    /// `pg_promote()` on node `i`'s postgres: a running, answering replica becomes master on
+    /// a new timeline.
+    fn promote_pg(&mut self, i: usize) -> Result<(), Failure> {
+        let node = &self.nodes[i];
+        let ok = !node.hung
+            && matches!(
+                node.pg,
+                Some(PgRun {
+                    role: PgRole::Replica { .. },
+                    phase: Phase::Up
+                })
+            );
+        if !ok {
+            return Err(Failure::Exit(1));
+        }
+        let branch = self.new_branch();
+        let node = &mut self.nodes[i];
+        if let Some(d) = node.data.as_mut() {
+            d.ancestry.push((d.branch, d.lsn));
+            d.branch = branch;
+            d.timeline += 1;
+            d.was_master = true;
+        }
+        node.pg = Some(PgRun {
+            role: PgRole::Master,
+            phase: Phase::Up,
+        });
+        Ok(())
     }
 
     fn new_branch(&mut self) -> u32 {
@@ -812,6 +819,9 @@ impl World {
                     self.stats.recovers += 1;
                 }
                 self.feed(i, Input::Event(Event::Operator(req)));
+            }
+            Fault::ExternalPromote(i) => {
+                let _ = self.promote_pg(i);
             }
         }
     }
@@ -1117,6 +1127,18 @@ impl World {
                         .core
                         .as_ref()
                         .is_some_and(|c| c.state() == State::Master)
+            })
+            .collect()
+    }
+
+    /// Nodes stopped by an operator's step-down (a switchover) and waiting for a new master.
+    pub fn stepped_down(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i]
+                    .core
+                    .as_ref()
+                    .is_some_and(|c| c.state() == State::SteppedDown)
             })
             .collect()
     }

@@ -156,25 +156,27 @@ fn both_nodes_restarted_with_their_data_elect_one_master_and_the_other_follows()
 
 #[test]
 fn a_forced_split_brain_stops_both_and_recover_restores_one_master() {
-    let out = run(ha(
-        false,
-        vec![(60 * SEC, Fault::Operator(1, OperatorRequest::Promote))],
-    ));
+    let out = run(ha(false, vec![(60 * SEC, Fault::ExternalPromote(1))]));
+    // Each master that sees the other stops and stays fenced; which sees the other first is
+    // a race (as with real servers): one or both are fenced, each once.
+    let mut fenced = 0;
     for i in 0..2 {
-        let fenced = entered(&out, i, |s| *s == State::Fenced);
-        assert_eq!(fenced.len(), 1, "db{i} was fenced once");
+        let n = entered(&out, i, |s| *s == State::Fenced).len();
+        assert!(n <= 1, "db{i} was fenced {n} times");
+        fenced += n;
     }
-    // The simulated operator recovered db0 first, then db1, which re-cloned from it.
-    assert_eq!(master_at_end(&out), 0);
-    assert!(matches!(out.world.state_of(1), Some(State::Replica { .. })));
+    assert!(fenced >= 1, "no split-brain stop");
+    // The simulated operator recovered the fenced node(s): one master, the other follows.
+    let m = master_at_end(&out);
+    assert!(matches!(
+        out.world.state_of(1 - m),
+        Some(State::Replica { .. })
+    ));
 }
 
 #[test]
 fn under_the_timeline_rule_a_forced_split_brain_keeps_the_newer_timeline_serving() {
-    let mut sc = ha(
-        false,
-        vec![(60 * SEC, Fault::Operator(1, OperatorRequest::Promote))],
-    );
+    let mut sc = ha(false, vec![(60 * SEC, Fault::ExternalPromote(1))]);
     sc.split_brain = SplitBrainRule::OlderTimelineStepsDown;
     let out = run(sc);
     assert!(
@@ -207,12 +209,16 @@ fn a_daemon_killed_and_restarted_while_postgres_runs_changes_nothing() {
 }
 
 #[test]
-fn a_three_node_star_follows_an_operator_promotion_on_a_new_timeline() {
+fn a_three_node_star_follows_an_operator_switchover_on_a_new_timeline() {
+    // `pgha promote --force` on db1: db0 steps down first, then db1 is promoted.
     let out = run(cluster(
         3,
         Topology::Star,
         false,
-        vec![(60 * SEC, Fault::Operator(1, OperatorRequest::Promote))],
+        vec![
+            (60 * SEC, Fault::Operator(0, OperatorRequest::StepDown)),
+            (70 * SEC, Fault::Operator(1, OperatorRequest::Promote)),
+        ],
     ));
     assert_eq!(master_at_end(&out), 1);
     for i in [0, 2] {
@@ -221,7 +227,28 @@ fn a_three_node_star_follows_an_operator_promotion_on_a_new_timeline() {
             "db{i} follows db1"
         );
     }
-    assert!(entered(&out, 0, |s| *s == State::Fenced).is_empty());
+    assert!(!entered(&out, 0, |s| *s == State::SteppedDown).is_empty());
+    for i in 0..3 {
+        assert!(entered(&out, i, |s| *s == State::Fenced).is_empty());
+    }
+}
+
+#[test]
+fn an_operator_promote_beside_a_healthy_master_is_refused_and_changes_nothing() {
+    for topology in [Topology::Ha, Topology::Star] {
+        let n = if topology == Topology::Ha { 2 } else { 3 };
+        let out = run(cluster(
+            n,
+            topology,
+            false,
+            vec![(60 * SEC, Fault::Operator(1, OperatorRequest::Promote))],
+        ));
+        assert_eq!(master_at_end(&out), 0);
+        assert!(entered(&out, 1, |s| matches!(s, State::Promoting { .. })).is_empty());
+        for i in 0..n {
+            assert!(entered(&out, i, |s| *s == State::Fenced).is_empty());
+        }
+    }
 }
 
 #[test]

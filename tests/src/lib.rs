@@ -210,12 +210,25 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
 
 /// One HTTP request to a pgha API: status code and body.
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
+    http_auth(addr, method, path, None)
+}
+
+/// One HTTP request to a pgha API with `Authorization: Bearer TOKEN` when given.
+pub fn http_auth(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
@@ -269,6 +282,9 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub runtime: &'static str,
     pub nodes: Vec<Node>,
+    /// The operator token every node's `[api] token_file` holds.
+    pub token: String,
+    pub token_file: PathBuf,
     _slot: Slot,
 }
 
@@ -343,10 +359,28 @@ impl Cluster {
                 runs: 0,
             });
         }
+        // One operator token for the cluster, in a file only postgres (and root) may read.
+        let token = format!(
+            "e2e-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let token_file = dir.join("operator.token");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&token_file, format!("{token}\n")).expect("write the token file");
+            std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod the token file");
+        }
         let c = Cluster {
             dir,
             runtime,
             nodes,
+            token,
+            token_file,
             _slot: slot,
         };
         for i in 0..n {
@@ -397,6 +431,10 @@ impl Cluster {
             .display(),
             extra.postgres,
             n.journal.display()
+        ));
+        s.push_str(&format!(
+            "\n[api]\ntoken_file = \"{}\"\n",
+            self.token_file.display()
         ));
         s.push('\n');
         s.push_str(&extra.sections.replace("{node}", &n.name));

@@ -10,6 +10,7 @@ const BOOT: Duration = Duration::from_secs(40);
 const REJOIN: Duration = Duration::from_secs(40);
 
 mod lifecycle;
+mod operators;
 mod routing;
 
 /// Starts a two-node cluster and waits for db0 master, db1 streaming replica.
@@ -324,7 +325,12 @@ fn star_promote_and_follow(rt: &'static str) {
     c.sql(0, "create table t (id int)");
     c.sql(0, "insert into t values (1)");
     c.wait_rows(2, "select count(*) from t", &["1"], Duration::from_secs(20));
+    // Beside a healthy master a plain promote is refused; --force switches over (db0 steps
+    // down first).
     let out = c.pgha_on(1, "promote");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let cfg = c.nodes[1].config.display().to_string();
+    let out = c.pgha(&["promote", "--force", "--config", &cfg]);
     assert!(out.status.success(), "{}", stdout(&out));
     assert!(stdout(&out).contains("promot"), "{}", stdout(&out));
     c.wait_state(1, "master", Duration::from_secs(20));

@@ -53,10 +53,7 @@ impl OperatorReply {
         cfg: &pgha_core::Config,
         state: pgha_core::State,
     ) -> OperatorReply {
-        let refused = step
-            .transitions
-            .iter()
-            .any(|t| matches!(t.reason, pgha_core::Reason::OperatorRefused { .. }));
+        let refused = step.transitions.iter().any(|t| t.reason.is_refusal());
         OperatorReply {
             request: request.name().to_string(),
             accepted: !refused && !step.transitions.is_empty(),
@@ -125,11 +122,7 @@ pub fn started(d: &mut Daemon, facts: pgha_core::LocalFacts) -> Flow {
 /// both runtimes' action workers run for every action (blocking; the smol runtime runs it
 /// through `smol::unblock`), so neither can skip a hook. The effector bounds its own
 /// programs; this bound is the backstop. Returns the outcome and duration.
-pub fn run_action(
-    eff: &Effectors,
-    id: CommandId,
-    kind: CommandKind,
-) -> (Result<(), Failure>, u64) {
+pub fn run_action(eff: &Effectors, id: CommandId, kind: CommandKind) -> (Result<(), Failure>, u64) {
     let start = Instant::now();
     let limit = eff.time_limit(kind);
     let (tx, rx) = mpsc::channel();

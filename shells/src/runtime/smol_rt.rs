@@ -28,7 +28,8 @@ async fn drive(d: &mut Daemon, eff: Effectors, tx: Sender<Msg>, rx: Receiver<Msg
         smol::spawn(async move {
             while let Ok(c) = action_rx.recv().await {
                 let e = eff.clone();
-                let (outcome, duration_ms) = smol::unblock(move || run_action(&e, c.id, c.kind)).await;
+                let (outcome, duration_ms) =
+                    smol::unblock(move || run_action(&e, c.id, c.kind)).await;
                 if tx
                     .send(Msg::Done {
                         id: c.id,
