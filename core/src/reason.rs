@@ -204,6 +204,9 @@ pub enum Reason {
         local_timeline: Timeline,
         peer_timeline: Timeline,
     },
+    /// The wait for a master (discovery or grace) ended while this peer answered alive but
+    /// overloaded: it may be the master. Waiting on rather than leading or running initdb.
+    PeerOverloaded { peer: PeerId },
 }
 
 impl Reason {
@@ -233,6 +236,7 @@ impl Reason {
             Reason::CannotFollow { .. } => "cannot_follow",
             Reason::NotStreaming { .. } => "not_streaming",
             Reason::OrphanedTimeline { .. } => "orphaned_timeline",
+            Reason::PeerOverloaded { .. } => "peer_overloaded",
         }
     }
 
@@ -448,6 +452,11 @@ impl std::fmt::Display for Describe<'_> {
             } => write!(
                 f,
                 "local data is on timeline {local_timeline}, whose master is gone; {} is master on timeline {peer_timeline}: re-cloning from it",
+                c.peer_name(peer)
+            ),
+            Reason::PeerOverloaded { peer } => write!(
+                f,
+                "{} answers but is overloaded (too many connections or out of resources), so its role is unknown and it may be the master: waiting for it rather than leading",
                 c.peer_name(peer)
             ),
         }
