@@ -9,7 +9,10 @@ use pgha_tests::{Cluster, Extra, failover_bound, wait_for};
 const BOOT: Duration = Duration::from_secs(40);
 const REJOIN: Duration = Duration::from_secs(40);
 
+mod overload;
 mod routing;
+
+use overload::{full_master_is_not_failed_over, full_replica_still_promotes};
 
 /// Starts a two-node cluster and waits for db0 master, db1 streaming replica.
 pub(crate) fn bootstrapped(name: &str, rt: &'static str, extra: Extra) -> Cluster {
@@ -495,4 +498,6 @@ both_runtimes! {
     a_three_node_star_promotes_on_request_and_the_other_replica_follows => star_promote_and_follow;
     a_basebackup_that_fails_leaves_the_old_data_dir_intact => failed_basebackup_keeps_old_data;
     bad_configs_are_refused_with_clear_errors_before_anything_starts => bad_configs_are_refused_before_anything_starts;
+    a_master_whose_connections_are_all_taken_is_not_failed_over => full_master_is_not_failed_over;
+    a_replica_whose_connections_are_all_taken_still_promotes_when_the_master_dies => full_replica_still_promotes;
 }

@@ -134,10 +134,18 @@ fn warn_overloaded(what: &str, e: &tokio_postgres::Error) {
         return;
     };
     if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
-        log::debug!("{what}: {e}");
+        log::debug!(
+            "{what}: {}",
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.to_string())
+        );
         return;
     }
     *last = Some(std::time::Instant::now());
+    // The server's own words ("FATAL: sorry, too many clients already"), not "db error".
+    let said = e
+        .as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.to_string());
     let advice = match e.as_db_error().map(|d| d.message()) {
         Some(m) if m.contains("reserved") => {
             "pgha's [postgres] user cannot use the reserved connection slots: connect pgha as \
@@ -150,7 +158,7 @@ fn warn_overloaded(what: &str, e: &tokio_postgres::Error) {
         _ => "the server is short of resources",
     };
     log::warn!(
-        "{what}: {e}: the server is alive but cannot serve pgha now (alive, not down); {advice} (see \"Connection slots for pgha\" in docs/configuration.md)"
+        "{what}: {said}: the server is alive but cannot serve pgha now (alive, not down); {advice} (see \"Connection slots for pgha\" in docs/configuration.md)"
     );
 }
 
