@@ -63,7 +63,39 @@ const PROBE_SQL: &str = "select pg_is_in_recovery()::text, \
          else substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) end, \
     (select status from pg_stat_wal_receiver), \
     (select sender_host from pg_stat_wal_receiver), \
-    (select sender_port::text from pg_stat_wal_receiver)";
+    (select sender_port::text from pg_stat_wal_receiver), \
+    current_setting('is_superuser'), \
+    current_setting('superuser_reserved_connections'), \
+    current_setting('reserved_connections', true), \
+    (select pg_has_role(current_user, oid, 'MEMBER')::text from pg_roles \
+      where rolname = 'pg_use_reserved_connections')";
+
+/// Whether the probe's role can use a connection slot that applications cannot take: a
+/// superuser with `superuser_reserved_connections` > 0, or (PostgreSQL 16+) a member of
+/// `pg_use_reserved_connections` with `reserved_connections` > 0. `None` when the server did
+/// not say.
+fn has_reserved_slots(
+    superuser: &str,
+    superuser_reserved: &str,
+    reserved: Option<&str>,
+    use_reserved: Option<&str>,
+) -> Option<bool> {
+    let n = |v: &str| v.parse::<u32>().ok();
+    let su = match superuser {
+        "on" => true,
+        "off" => false,
+        _ => return None,
+    };
+    if su && n(superuser_reserved)? > 0 {
+        return Some(true);
+    }
+    let pg16 = use_reserved == Some("true") && reserved.and_then(n).is_some_and(|r| r > 0);
+    Some(pg16)
+}
+
+/// Warned once per daemon: pgha's role has no reserved slot.
+static NO_RESERVED_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Classifies a connection or query error into a typed probe result.
 ///
@@ -255,6 +287,20 @@ pub fn probe(
         return ProbeDetail::of(ProbeResult::OtherError);
     };
     let get = |i: usize| row.get(i).unwrap_or("");
+    if has_reserved_slots(get(6), get(7), row.get(8), row.get(9)) == Some(false)
+        && !NO_RESERVED_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        log::warn!(
+            "{}:{}: pgha's user {:?} can use no reserved connection slot (not a superuser with \
+             superuser_reserved_connections > 0, nor a member of pg_use_reserved_connections \
+             with reserved_connections > 0 on PostgreSQL 16+): when the applications fill \
+             max_connections, pgha cannot see this server's role (see \"Connection slots for \
+             pgha\" in docs/configuration.md)",
+            target.host,
+            target.port,
+            target.user
+        );
+    }
     let in_recovery = get(0) == "true";
     let lsn = parse_lsn(get(1)).unwrap_or_default();
     let timeline: Timeline = if in_recovery {
@@ -442,6 +488,26 @@ mod tests {
             ),
             ProbeResult::StartingUp
         );
+    }
+
+    #[test]
+    fn pgha_has_reserved_slots_as_a_superuser_or_a_pg16_reserved_role() {
+        assert_eq!(has_reserved_slots("on", "3", None, None), Some(true));
+        assert_eq!(has_reserved_slots("on", "0", None, None), Some(false));
+        assert_eq!(has_reserved_slots("off", "3", None, None), Some(false));
+        assert_eq!(
+            has_reserved_slots("off", "3", Some("5"), Some("true")),
+            Some(true)
+        );
+        assert_eq!(
+            has_reserved_slots("off", "3", Some("0"), Some("true")),
+            Some(false)
+        );
+        assert_eq!(
+            has_reserved_slots("off", "3", Some("5"), Some("false")),
+            Some(false)
+        );
+        assert_eq!(has_reserved_slots("", "", None, None), None);
     }
 
     #[test]
