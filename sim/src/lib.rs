@@ -12,7 +12,9 @@
 //! 1. two masters that can see each other never both accept writes for longer than the
 //!    split-brain bound;
 //! 2. no automatic promotion while the master answers as healthy and reachable;
-//! 3. no basebackup while the local postgres runs, no initdb on a node that held data;
+//! 3. no basebackup while the local postgres runs, no initdb on a node that held data; no
+//!    end to a wait for a master, and no local step-down, while that master (or the local
+//!    postgres) was up, full or not;
 //! 4. the VIP is held by at most one node in sight of the other (beyond the same bound);
 //! 5. timelines only grow: no node runs as master on a timeline older than one it followed;
 //! 6. once the faults stop, within [`settle_ms`], exactly one master, after an operator
