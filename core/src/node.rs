@@ -552,6 +552,9 @@ impl Node {
                         {
                             Some(timeline)
                         }
+                        // Alive but too full to say: still the master this replica streams
+                        // from, on its timeline, as far as anyone can tell.
+                        Some((_, ProbeResult::Overloaded)) => self.local_timeline,
                         _ => None,
                     };
                     // Never a master on an older timeline than the local data: it cannot be

@@ -424,3 +424,45 @@ fn a_master_whose_peer_answers_overloaded_stays_master() {
     assert_eq!(s.state(), State::Master);
     assert!(!s.ever(|k| matches!(k, CommandKind::StopPostgres(_))));
 }
+
+#[test]
+fn a_star_replica_does_not_leave_a_full_upstream_for_another_master_on_the_same_timeline() {
+    let mut c = ha(1);
+    c.topology = Topology::Star;
+    c.peers.push(PeerConfig {
+        name: "db2".into(),
+        index: 2,
+    });
+    let mut s = Shell::new(c);
+    s.handle(Event::Started(with_data(1, false)));
+    let before = |p: Option<PeerId>| match p {
+        None => replica(1),
+        Some(PeerId(0)) => master(1),
+        Some(_) => Some(ProbeResult::Refused),
+    };
+    s.run_with(10, before);
+    s.complete(|k| matches!(k, CommandKind::StartPostgres(_)));
+    s.run_with(3 * SEC, before);
+    assert_eq!(s.state(), REPLICA);
+    // db0, the upstream, fills up; db2 claims master on the same timeline: nothing says db0
+    // is gone, so the replica stays with it.
+    s.run_with(10 * SEC, |p| match p {
+        None => replica(1),
+        Some(PeerId(0)) => FULL,
+        Some(_) => master(1),
+    });
+    assert_eq!(s.state(), REPLICA);
+    assert!(!s.ever(|k| matches!(k, CommandKind::Follow { .. })));
+    // An operator's promotion of db2 (a newer timeline) is still followed.
+    s.run_with(2 * SEC, |p| match p {
+        None => replica(1),
+        Some(PeerId(0)) => FULL,
+        Some(_) => master(2),
+    });
+    assert_eq!(
+        s.state(),
+        State::Replica {
+            upstream: PeerId(1)
+        }
+    );
+}
