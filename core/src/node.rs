@@ -1008,15 +1008,18 @@ impl Node {
                     self.start_postgres(now, StartAs::Master, done);
                 }
                 (State::Cloning { from }, _) => {
-                    let timeline = match self.peers[from.index()].last {
-                        Some((_, r)) => r.timeline().unwrap_or(1),
-                        None => 1,
-                    };
+                    let source = self.peers[from.index()]
+                        .last
+                        .and_then(|(_, r)| r.timeline());
                     self.data = Some(DataDir::Present {
-                        timeline,
+                        timeline: source.unwrap_or(1),
                         lsn: crate::Lsn(0),
                         was_master: false,
                     });
+                    // The copy is on its source's timeline; unknown (not the old data's) when
+                    // the source's last probe could not say, e.g. it was full, until the local
+                    // postgres answers.
+                    self.local_timeline = source;
                     self.start_postgres(now, StartAs::Replica { upstream: from }, done);
                 }
                 (State::Starting { target }, _) => self.go(

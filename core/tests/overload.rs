@@ -466,3 +466,31 @@ fn a_star_replica_does_not_leave_a_full_upstream_for_another_master_on_the_same_
         }
     );
 }
+
+#[test]
+fn a_clone_whose_postgres_is_full_at_once_is_known_to_be_on_its_source_timeline() {
+    // Old data on timeline 1 that ran as master; db0 is master on timeline 2: re-clone. The
+    // clone is full from its first moment, so no local probe tells its timeline: the core
+    // must not keep the old data's (a split-brain decision on timeline 1 would be wrong).
+    let mut s = Shell::new(ha(1));
+    s.handle(Event::Started(with_data(1, true)));
+    s.run(10, None, master(2));
+    assert!(
+        matches!(s.state(), State::Cloning { .. }),
+        "{:?}",
+        s.state()
+    );
+    s.complete(|k| matches!(k, CommandKind::Basebackup { .. }));
+    assert_eq!(s.node.local_timeline(), Some(2));
+    s.complete(|k| matches!(k, CommandKind::StartPostgres(_)));
+    s.run(5 * SEC, FULL, master(2));
+    assert_eq!(s.node.local_timeline(), Some(2));
+    // Its postgres dies before ever answering: what it steps down with is timeline 2 data.
+    s.run(4 * SEC, Some(ProbeResult::Refused), master(2));
+    assert!(
+        matches!(s.state(), State::SteppingDown { .. }),
+        "{:?}",
+        s.state()
+    );
+    assert_eq!(s.node.local_timeline(), Some(2));
+}
