@@ -37,6 +37,9 @@ enum Health {
     /// Starting up or shutting down, within the bound: neither a failure nor an answer.
     Transitional,
     Failed,
+    /// Alive but overloaded (too many connections, out of resources): it proves the server
+    /// runs, so it ends a run of failures, but says nothing of its role or position.
+    Alive,
 }
 
 /// One pgha node's decisions. See the crate documentation for the drain contract.
@@ -211,13 +214,19 @@ impl Node {
                 self.on_peer_probe(now, PeerId(i as u8), ProbeResult::Timeout);
             }
         }
-        match self.state {
-            State::Discovering { deadline } if deadline <= now => {
-                let waited = now.since(self.state_since);
-                self.init_data_dir(now, Reason::NoMasterFound { waited_ms: waited });
+        let wait_ended = matches!(
+            self.state,
+            State::Discovering { deadline } | State::Electing { deadline } if deadline <= now
+        );
+        if wait_ended && !self.wait_for_overloaded_peer(now) {
+            match self.state {
+                State::Discovering { .. } => {
+                    let waited = now.since(self.state_since);
+                    self.init_data_dir(now, Reason::NoMasterFound { waited_ms: waited });
+                }
+                State::Electing { .. } => self.grace_expired(now),
+                _ => {}
             }
-            State::Electing { deadline } if deadline <= now => self.grace_expired(now),
-            _ => {}
         }
         if let Some(t) = self.retry_at
             && t <= now
@@ -371,6 +380,12 @@ impl Node {
             slot.transitional_since = None;
             return Health::Up;
         }
+        if result == ProbeResult::Overloaded {
+            // Only a running postmaster answers so: not down, whatever came before.
+            slot.failures.clear();
+            slot.transitional_since = None;
+            return Health::Alive;
+        }
         if result.is_transitional() {
             let since = *slot.transitional_since.get_or_insert(now);
             if now.since(since) <= bound_ms {
@@ -492,6 +507,18 @@ impl Node {
                     self.split_brain(now, peer, timeline);
                 }
             }
+            State::WaitingForLocal { expect } => {
+                // A local postgres that is alive but overloaded cannot say its role; it is the
+                // master it was started (or found) as. Another master in sight is a
+                // split-brain now, not once a probe gets through.
+                if let ProbeResult::Master { timeline, .. } = result
+                    && !self.paused
+                    && matches!(self.local.last, Some((_, ProbeResult::Overloaded)))
+                    && self.started_as_master(expect)
+                {
+                    self.split_brain(now, peer, timeline);
+                }
+            }
             State::Replica { upstream } if upstream == peer => {
                 if self.config.topology != Topology::Ha || self.paused {
                     return;
@@ -528,6 +555,9 @@ impl Node {
                         {
                             Some(timeline)
                         }
+                        // Alive but too full to say: still the master this replica streams
+                        // from, on its timeline, as far as anyone can tell.
+                        Some((_, ProbeResult::Overloaded)) => self.local_timeline,
                         _ => None,
                     };
                     // Never a master on an older timeline than the local data: it cannot be
@@ -713,6 +743,22 @@ impl Node {
         }
     }
 
+    /// Whether the local postgres, not yet heard from, runs as a master: started so, or found
+    /// running on data whose control file said it last ran as a master.
+    fn started_as_master(&self, expect: Option<StartAs>) -> bool {
+        match expect {
+            Some(StartAs::Master) => true,
+            Some(StartAs::Replica { .. }) => false,
+            None => matches!(
+                self.data,
+                Some(DataDir::Present {
+                    was_master: true,
+                    ..
+                })
+            ),
+        }
+    }
+
     /// A node with data and postgres stopped: elect (HA, or a star node whose data last ran as
     /// master), or wait for a master (a star replica never leads on its own).
     fn elect_or_wait(&mut self, now: Timestamp, reason: Reason) {
@@ -745,6 +791,36 @@ impl Node {
         if !self.config.peers.is_empty() {
             self.emit_awaited(CommandKind::CheckPeerIndex);
         }
+    }
+
+    /// At the end of a wait for a master (discovery, grace): a peer whose last probe found it
+    /// alive but overloaded may be the master, only too full to say so. "Could not tell" is
+    /// not "no master": wait one more round of probes instead of leading on local data or
+    /// running initdb (either would make a second master). Returns true when it waits. One
+    /// transition names the peer; later rounds for the same peer only move the deadline.
+    fn wait_for_overloaded_peer(&mut self, now: Timestamp) -> bool {
+        let Some(i) = self.peers[..self.config.peers.len()]
+            .iter()
+            .position(|s| matches!(s.last, Some((_, ProbeResult::Overloaded))))
+        else {
+            return false;
+        };
+        let peer = PeerId(i as u8);
+        let deadline = now.plus(self.config.connect_timeout_ms + self.config.probe_interval_ms);
+        let to = match self.state {
+            State::Discovering { .. } => State::Discovering { deadline },
+            _ => State::Electing { deadline },
+        };
+        let reason = Reason::PeerOverloaded { peer };
+        if self.last_transition.is_some_and(|t| t.reason == reason) {
+            self.state = to;
+        } else {
+            // The wait goes on: keep when it began (the grace reason reports it).
+            let since = self.state_since;
+            self.go(now, to, reason);
+            self.state_since = since;
+        }
+        true
     }
 
     fn grace_expired(&mut self, now: Timestamp) {
@@ -852,6 +928,12 @@ impl Node {
         // replica's (which can follow); unknown keeps what was known.
         let ran_as = match (self.state, self.local.last) {
             (State::Master, _) | (_, Some((_, ProbeResult::Master { .. }))) => Some(true),
+            (
+                State::WaitingForLocal {
+                    expect: Some(StartAs::Master),
+                },
+                Some((_, ProbeResult::Overloaded)),
+            ) => Some(true),
             (_, Some((_, ProbeResult::Replica { .. }))) => Some(false),
             _ => None,
         };
@@ -940,10 +1022,9 @@ impl Node {
                     self.start_postgres(now, StartAs::Master, done);
                 }
                 (State::Cloning { from }, _) => {
-                    let timeline = match self.peers[from.index()].last {
-                        Some((_, r)) => r.timeline().unwrap_or(1),
-                        None => 1,
-                    };
+                    let source = self.peers[from.index()]
+                        .last
+                        .and_then(|(_, r)| r.timeline());
                     // The copy replaced local data: the shell set it aside under a name
                     // derived from this command's id, which the reason names.
                     let reason = match self.data {
@@ -955,10 +1036,14 @@ impl Node {
                         _ => done,
                     };
                     self.data = Some(DataDir::Present {
-                        timeline,
+                        timeline: source.unwrap_or(1),
                         lsn: crate::Lsn(0),
                         was_master: false,
                     });
+                    // The copy is on its source's timeline; unknown (not the old data's) when
+                    // the source's last probe could not say, e.g. it was full, until the local
+                    // postgres answers.
+                    self.local_timeline = source;
                     self.start_postgres(now, StartAs::Replica { upstream: from }, reason);
                 }
                 (State::Starting { target }, _) => self.go(

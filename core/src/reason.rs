@@ -244,6 +244,9 @@ pub enum Reason {
     /// An operator's step-down refused: no peer answers as a healthy replica, so no one could
     /// take over.
     StepDownRefusedNoReplica,
+    /// The wait for a master (discovery or grace) ended while this peer answered alive but
+    /// overloaded: it may be the master. Waiting on rather than leading or running initdb.
+    PeerOverloaded { peer: PeerId },
 }
 
 impl Reason {
@@ -289,6 +292,7 @@ impl Reason {
             Reason::Recloned { .. } => "recloned",
             Reason::PromoteRefusedMasterHealthy { .. } => "promote_refused_master_healthy",
             Reason::StepDownRefusedNoReplica => "step_down_refused_no_replica",
+            Reason::PeerOverloaded { .. } => "peer_overloaded",
         }
     }
 
@@ -550,6 +554,11 @@ impl std::fmt::Display for Describe<'_> {
             Reason::StepDownRefusedNoReplica => write!(
                 f,
                 "operator request step-down refused: no peer answers as a healthy replica to take over"
+            ),
+            Reason::PeerOverloaded { peer } => write!(
+                f,
+                "{} answers but is overloaded (too many connections or out of resources), so its role is unknown and it may be the master: waiting for it rather than leading",
+                c.peer_name(peer)
             ),
         }
     }

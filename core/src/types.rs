@@ -91,6 +91,12 @@ pub enum ProbeResult {
     AuthFailed,
     /// Any other error.
     OtherError,
+    /// The server answered but lacks the resources to serve the probe now: SQLSTATE class 53
+    /// ("sorry, too many clients already", "remaining connection slots are reserved", "too
+    /// many connections for role", out of memory, disk full, ...). Only a running postmaster
+    /// answers so: the server is alive, but its role and position are unknown. Appended last
+    /// so journals written before it still decode.
+    Overloaded,
 }
 
 impl ProbeResult {
@@ -127,6 +133,7 @@ impl ProbeResult {
             ProbeResult::Timeout => "timeout",
             ProbeResult::AuthFailed => "authentication failed",
             ProbeResult::OtherError => "error",
+            ProbeResult::Overloaded => "overloaded",
         }
     }
 }

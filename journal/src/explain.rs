@@ -727,7 +727,8 @@ pub fn why(files: &[JournalFile], target: &WhyTarget) -> Result<Why, JournalErro
         Reason::GraceExpired { .. }
         | Reason::MasterFound { .. }
         | Reason::MustClone { .. }
-        | Reason::NoMasterFound { .. } => Box::new(|i: &Input| {
+        | Reason::NoMasterFound { .. }
+        | Reason::PeerOverloaded { .. } => Box::new(|i: &Input| {
             matches!(
                 i,
                 Input::Event(Event::PeerProbe { .. }) | Input::Event(Event::Started(_))

@@ -124,3 +124,26 @@ fn a_damaged_payload_is_an_error_not_a_panic() {
     assert!(codec::decode_input(&extra).is_err());
     assert!(codec::decode_header(&[0xff; 64]).is_err());
 }
+
+#[test]
+fn the_overloaded_probe_outcome_is_appended_so_older_outcomes_keep_their_bytes() {
+    // Event::PeerProbe { id 8, peer 0, result }: the result's variant index is the last byte.
+    // Every outcome journals wrote before "overloaded" keeps its index; it takes the next one.
+    let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let probe = |result| {
+        hex(codec::encode_input(&Input::Event(Event::PeerProbe {
+            id: CommandId(8),
+            peer: PeerId(0),
+            result,
+        })))
+    };
+    assert_eq!(probe(ProbeResult::Timeout), "0002080005");
+    assert_eq!(probe(ProbeResult::AuthFailed), "0002080006");
+    assert_eq!(probe(ProbeResult::OtherError), "0002080007");
+    assert_eq!(probe(ProbeResult::Overloaded), "0002080008");
+    let i = Input::Event(Event::LocalProbe {
+        id: CommandId(3),
+        result: ProbeResult::Overloaded,
+    });
+    assert_eq!(codec::decode_input(&codec::encode_input(&i)), Ok(i));
+}

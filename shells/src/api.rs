@@ -41,9 +41,20 @@ pub type Submit = Arc<dyn Fn(Msg) -> bool + Send + Sync>;
 /// The header that marks a 503 as "overloaded" (could not tell) rather than "no".
 pub const OVERLOADED_HEADER: &str = "X-Pgha-Overloaded";
 
-/// A healthy master: the core says master and the local postgres answered as master.
+/// The local probe's result name for a postgres that is alive but overloaded (too many
+/// connections): it cannot say its role, and it is not down.
+fn postgres_overloaded(result: &str) -> bool {
+    result == pgha_core::ProbeResult::Overloaded.name()
+}
+
+/// A healthy master: the core says master and the local postgres answered as master, or
+/// answered "too many connections" (alive and still the master the core says it is: a full
+/// master marked down would have every session cut by HAProxy's `on-marked-down`).
 pub fn is_healthy_master(s: &Status) -> bool {
-    s.state == "master" && s.local.as_ref().is_some_and(|l| l.result == "master")
+    s.state == "master"
+        && s.local
+            .as_ref()
+            .is_some_and(|l| l.result == "master" || postgres_overloaded(&l.result))
 }
 
 /// A healthy streaming replica: the core says replica, postgres answered as a replica whose
@@ -55,11 +66,11 @@ pub fn is_healthy_replica(s: &Status) -> bool {
             .is_some_and(|l| l.result == "replica" && l.streaming)
 }
 
-/// Postgres runs and answers (as master or replica).
+/// Postgres runs and answers (as master or replica, or "too many connections").
 pub fn is_running(s: &Status) -> bool {
-    s.local
-        .as_ref()
-        .is_some_and(|l| l.result == "master" || l.result == "replica")
+    s.local.as_ref().is_some_and(|l| {
+        l.result == "master" || l.result == "replica" || postgres_overloaded(&l.result)
+    })
 }
 
 /// The bounds of the API server.
@@ -1183,6 +1194,26 @@ mod tests {
         let body = String::from_utf8_lossy(&out.stdout);
         assert!(body.contains("may not use this socket"), "{body} {out:?}");
         assert_eq!(count.load(Ordering::SeqCst), 0);
+        api.stop();
+    }
+
+    #[test]
+    fn a_master_whose_connections_are_full_stays_primary_for_health_checks() {
+        let (api, addr, st) = server(
+            status("master", "overloaded", false, None),
+            Limits::default(),
+        );
+        for p in ["/primary", "/read-write", "/read-only", "/health"] {
+            assert_eq!(get(addr, "GET", p).0, 200, "{p} on a full master");
+        }
+        assert_eq!(get(addr, "GET", "/replica").0, 503);
+        // Full in any other state is not a master.
+        *st.lock().unwrap() = status("waiting_for_local", "overloaded", false, None);
+        assert_eq!(get(addr, "GET", "/primary").0, 503);
+        // A full replica's streaming cannot be seen: not a healthy replica, but it runs.
+        *st.lock().unwrap() = status("replica", "overloaded", false, None);
+        assert_eq!(get(addr, "GET", "/replica").0, 503);
+        assert_eq!(get(addr, "GET", "/health").0, 200);
         api.stop();
     }
 

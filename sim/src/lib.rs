@@ -12,7 +12,9 @@
 //! 1. two masters that can see each other never both accept writes for longer than the
 //!    split-brain bound;
 //! 2. no automatic promotion while the master answers as healthy and reachable;
-//! 3. no basebackup while the local postgres runs, no initdb on a node that held data;
+//! 3. no basebackup while the local postgres runs, no initdb on a node that held data; no
+//!    end to a wait for a master, and no local step-down, while that master (or the local
+//!    postgres) was up, full or not;
 //! 4. the VIP is held by at most one node in sight of the other (beyond the same bound);
 //! 5. timelines only grow: no node runs as master on a timeline older than one it followed;
 //! 6. once the faults stop, within [`settle_ms`], exactly one master, after an operator
@@ -112,7 +114,6 @@ pub fn settle_ms(s: &Scenario) -> u64 {
 
 /// Draws a scenario from a seed.
 pub fn scenario(seed: u64, rng: &mut Rng) -> Scenario {
-    let _ = seed;
     let ha = rng.chance(0.7);
     let nodes = if ha { 2 } else { rng.range(3, 5) as usize };
     let fast = rng.chance(0.5);
@@ -184,6 +185,17 @@ pub fn scenario(seed: u64, rng: &mut Rng) -> Scenario {
                 }
             },
         }
+        end = end.max(at + dur);
+    }
+    // Connection exhaustion, drawn from a stream of its own so every other draw of a seed
+    // (and so the seeds of the table in docs/simulator.md) stays as it was.
+    let mut own = Rng::new(seed ^ 0x5330_0000_5330_0000);
+    if own.chance(0.25) {
+        let a = own.range(0, nodes as u64 - 1) as usize;
+        let at = boot + own.range(0, window);
+        let dur = own.range(interval, window);
+        faults.push((Timestamp(at), Fault::Exhaust(a)));
+        faults.push((Timestamp(at + dur), Fault::Release(a)));
         end = end.max(at + dur);
     }
     faults.sort_by_key(|&(t, _)| t);

@@ -72,6 +72,10 @@ pub struct SimNode {
     pub fence_marker: bool,
     pub pg: Option<PgRun>,
     pub hung: bool,
+    /// Client sessions fill every connection slot: a probe of the running server gets
+    /// "too many clients" (it is alive). Commands are unaffected: the shell promotes and
+    /// reloads with `pg_ctl` when SQL cannot connect, and basebackups use walsender slots.
+    pub exhausted: bool,
     /// pg_ctl stop signalled a stopped (hung) postmaster: it stops as soon as it resumes.
     stop_signalled: bool,
     pub vip: bool,
@@ -100,6 +104,10 @@ pub enum Fault {
     /// `pg_promote()` run on the node's postgres outside pgha (a replica becomes a second
     /// master): what the split-brain rule exists for.
     ExternalPromote(usize),
+    /// Client sessions fill the node's connection slots (they stay full across restarts of
+    /// its postgres: the applications reconnect), until [`Fault::Release`].
+    Exhaust(usize),
+    Release(usize),
 }
 
 /// One line of a trace.
@@ -184,6 +192,9 @@ pub struct World {
     /// Per pair: since when both are masters that can see each other.
     both_master_since: Vec<Vec<Option<Timestamp>>>,
     vip_both_since: Vec<Vec<Option<Timestamp>>>,
+    /// Per node: since when its postgres has been up (running, not hung, neither starting up
+    /// nor shutting down), full or not.
+    local_up_since: Vec<Option<Timestamp>>,
     pub violations: Vec<Violation>,
     last_lsn_tick: Timestamp,
     pub stats: Stats,
@@ -225,6 +236,7 @@ impl World {
                 fence_marker: false,
                 pg: None,
                 hung: false,
+                exhausted: false,
                 stop_signalled: false,
                 vip: false,
                 queue: VecDeque::new(),
@@ -267,6 +279,7 @@ impl World {
             clean_since: vec![vec![None; n]; n],
             both_master_since: vec![vec![None; n]; n],
             vip_both_since: vec![vec![None; n]; n],
+            local_up_since: vec![None; n],
             violations: Vec::new(),
             last_lsn_tick: Timestamp::ZERO,
             stats: Stats::default(),
@@ -395,6 +408,40 @@ impl World {
                 }
             }
         }
+        // A node never leads on its own data, nor runs initdb, while a peer was an up master
+        // in sight of it for the whole window in which a probe must have found it: alive but
+        // unreadable (full) is not "no master".
+        if matches!(
+            t.reason,
+            Reason::GraceExpired { .. } | Reason::NoMasterFound { .. }
+        ) {
+            let cfg = &self.nodes[i].config;
+            let window = cfg.connect_timeout_ms + cfg.probe_interval_ms + 2 * DELAY_MAX_MS + 1;
+            for j in 0..self.nodes.len() {
+                if let Some(since) = self.clean_since[i][j]
+                    && self.now.since(since) > window
+                {
+                    self.violation(format!(
+                        "node {i} ended its wait for a master ({}) while node {j} was an up master in sight since {since}",
+                        t.reason.code()
+                    ));
+                }
+            }
+        }
+        // A node never declares its own postgres down while it was up for the whole window in
+        // which the failed probes must have happened: a full server is alive.
+        if let Reason::LocalDown { failures } = t.reason
+            && let Some(since) = self.local_up_since[i]
+        {
+            let cfg = &self.nodes[i].config;
+            let window = cfg.connect_timeout_ms + cfg.probe_interval_ms + 2 * DELAY_MAX_MS + 1;
+            if self.now.since(since) > window {
+                self.violation(format!(
+                    "node {i} declared its postgres down (last {:?}) while it was up since {since}",
+                    failures.last
+                ));
+            }
+        }
         // A split-brain decision must rest on the node's true timeline, not a stale one.
         if let Reason::SplitBrain {
             local_timeline: Some(l),
@@ -489,6 +536,9 @@ impl World {
         };
         if t.hung {
             return None;
+        }
+        if t.exhausted && run.phase == Phase::Up {
+            return Some(ProbeResult::Overloaded);
         }
         let data = t.data.as_ref()?;
         Some(match run.phase {
@@ -812,6 +862,8 @@ impl World {
             Fault::Heal(a, b) => self
                 .partitioned
                 .retain(|&(x, y)| (x, y) != (a, b) && (x, y) != (b, a)),
+            Fault::Exhaust(i) => self.nodes[i].exhausted = true,
+            Fault::Release(i) => self.nodes[i].exhausted = false,
             Fault::LossOn(p) => self.loss = Some(p),
             Fault::LossOff => self.loss = None,
             Fault::Operator(i, req) => {
@@ -836,6 +888,9 @@ impl World {
         for i in 0..self.nodes.len() {
             if self.nodes[i].hung {
                 self.apply_fault(Fault::Resume(i));
+            }
+            if self.nodes[i].exhausted {
+                self.apply_fault(Fault::Release(i));
             }
             if self.nodes[i].daemon_down {
                 self.apply_fault(Fault::RestartDaemon(i));
@@ -1032,6 +1087,12 @@ impl World {
         let n = self.nodes.len();
         let now = self.now;
         for i in 0..n {
+            let up = !self.nodes[i].hung && self.nodes[i].pg.is_some_and(|r| r.phase == Phase::Up);
+            self.local_up_since[i] = if up {
+                self.local_up_since[i].or(Some(now))
+            } else {
+                None
+            };
             // Timelines only grow: a node never runs as master on a timeline older than one it
             // has followed since its last clone.
             if self.master_up(i)
@@ -1061,7 +1122,12 @@ impl World {
         }
         for a in 0..n {
             for b in (a + 1)..n {
-                let see = !self.link_down(a, b) && self.loss.is_none();
+                // A full server cannot tell its peer its role: like a partition, it is out
+                // of sight for the split-brain check (docs/simulator.md).
+                let see = !self.link_down(a, b)
+                    && self.loss.is_none()
+                    && !self.nodes[a].exhausted
+                    && !self.nodes[b].exhausted;
                 let acting =
                     |w: &World, x: usize| w.nodes[x].core.as_ref().is_some_and(|c| !c.paused());
                 let both = see

@@ -283,3 +283,110 @@ fn a_partition_heals_into_one_master() {
     );
     master_at_end(&out);
 }
+
+#[test]
+fn a_master_whose_connections_are_exhausted_stays_master_and_the_replica_never_promotes() {
+    for fast in [false, true] {
+        let (at, len) = if fast {
+            (30 * SEC, 30 * SEC)
+        } else {
+            (60 * SEC, 120 * SEC)
+        };
+        let out = run(ha(
+            fast,
+            vec![(at, Fault::Exhaust(0)), (at + len, Fault::Release(0))],
+        ));
+        assert_eq!(out.stats.promotions, 0, "fast {fast}");
+        assert!(
+            entered(&out, 0, |s| matches!(s, State::SteppingDown { .. })).is_empty(),
+            "fast {fast}: the full master stepped down"
+        );
+        assert_eq!(master_at_end(&out), 0);
+        // Both daemons saw it: "overloaded" is what the probes of db0 returned meanwhile.
+        let overloaded = out
+            .world
+            .trace
+            .iter()
+            .filter(|l| {
+                matches!(
+                    l.item,
+                    TraceItem::Input(
+                        _,
+                        pgha_core::Input::Event(
+                            pgha_core::Event::LocalProbe {
+                                result: pgha_core::ProbeResult::Overloaded,
+                                ..
+                            } | pgha_core::Event::PeerProbe {
+                                result: pgha_core::ProbeResult::Overloaded,
+                                ..
+                            }
+                        )
+                    )
+                )
+            })
+            .count();
+        assert!(
+            overloaded > 20,
+            "fast {fast}: {overloaded} overloaded probes"
+        );
+    }
+}
+
+#[test]
+fn a_full_replica_still_promotes_when_its_master_dies() {
+    let out = run(ha(
+        true,
+        vec![
+            (20 * SEC, Fault::Exhaust(1)),
+            (30 * SEC, Fault::KillPostgres(0)),
+            (30 * SEC, Fault::CrashDaemon(0)),
+            (60 * SEC, Fault::Release(1)),
+            (60 * SEC, Fault::RestartDaemon(0)),
+        ],
+    ));
+    let (at, _) = entered(&out, 1, |s| *s == State::Master)[0];
+    assert!(at.since(Timestamp(30 * SEC)) < SEC, "promoted at {at}");
+    assert_eq!(master_at_end(&out), 1);
+}
+
+#[test]
+fn a_node_restarted_while_its_peer_master_is_full_waits_instead_of_leading() {
+    // db1's postgres and daemon die; db0 (master) fills up; db1 restarts with its data and
+    // cannot read db0's role for a minute: it must not lead on its own data meanwhile.
+    let out = run(ha(
+        false,
+        vec![
+            (50 * SEC, Fault::KillPostgres(1)),
+            (50 * SEC, Fault::CrashDaemon(1)),
+            (55 * SEC, Fault::Exhaust(0)),
+            (60 * SEC, Fault::RestartDaemon(1)),
+            (120 * SEC, Fault::Release(0)),
+        ],
+    ));
+    let waits = entered(&out, 1, |s| matches!(s, State::Electing { .. }));
+    assert!(!waits.is_empty());
+    let reasons: Vec<Reason> = out
+        .world
+        .trace
+        .iter()
+        .filter_map(|l| match &l.item {
+            TraceItem::Transition(1, t) => Some(t.reason),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| matches!(r, Reason::PeerOverloaded { .. })),
+        "{reasons:?}"
+    );
+    assert!(
+        !reasons
+            .iter()
+            .any(|r| matches!(r, Reason::GraceExpired { .. })),
+        "{reasons:?}"
+    );
+    assert_eq!(out.stats.promotions, 0);
+    assert_eq!(master_at_end(&out), 0);
+    assert!(matches!(out.world.state_of(1), Some(State::Replica { .. })));
+}

@@ -80,10 +80,15 @@ fn the_same_seed_gives_the_same_trace() {
 /// only on resume (56), a stale VIP after a daemon crash (61, 1613), a VIP acquire never
 /// recorded (2840), a stopped replica recorded as master data (3347), two promotions from
 /// one timeline (27884), a star replica orphaned on a dead timeline (51152), a split-brain
-/// decided on the timeline from before a promotion (90, found first by the end-to-end tests).
+/// decided on the timeline from before a promotion (90, found first by the end-to-end tests),
+/// a full server's "too many clients" counted as a failure (3), a full postgres started as
+/// master that never applied the split-brain rule (155), a clone full from its first moment
+/// recorded on the old data's timeline (53936).
 #[test]
 fn seeds_that_once_failed_still_pass() {
-    for seed in [12, 56, 61, 90, 1613, 2840, 3347, 27884, 51152] {
+    for seed in [
+        3, 12, 56, 61, 90, 155, 1613, 2840, 3347, 27884, 51152, 53936,
+    ] {
         let out = run_seed(seed, true);
         assert!(out.ok(), "{}", out.report(200));
     }

@@ -11,7 +11,10 @@ const REJOIN: Duration = Duration::from_secs(40);
 
 mod lifecycle;
 mod operators;
+mod overload;
 mod routing;
+
+use overload::{full_master_is_not_failed_over, full_replica_still_promotes};
 
 /// Starts a two-node cluster and waits for db0 master, db1 streaming replica.
 pub(crate) fn bootstrapped(name: &str, rt: &'static str, extra: Extra) -> Cluster {
@@ -763,4 +766,6 @@ both_runtimes! {
     a_re_clone_keeps_the_replaced_data_aside_and_explain_names_it => a_re_clone_keeps_the_replaced_data_aside;
     a_stale_pid_file_naming_another_process_is_neither_adopted_nor_signalled => a_stale_pid_file_of_another_process_is_neither_adopted_nor_signalled;
     two_nodes_configured_with_one_index_say_so_and_do_not_both_lead => two_nodes_with_one_index_say_so;
+    a_master_whose_connections_are_all_taken_is_not_failed_over => full_master_is_not_failed_over;
+    a_replica_whose_connections_are_all_taken_still_promotes_when_the_master_dies => full_replica_still_promotes;
 }

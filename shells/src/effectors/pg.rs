@@ -853,14 +853,30 @@ fn sql_failure(what: &str, e: SqlFailure) -> Failure {
     }
 }
 
+/// A local postgres whose connection slots are full ("too many clients") cannot take pgha's
+/// SQL; the programs that signal the postmaster need no slot.
+fn no_slot(r: &Result<Option<String>, SqlFailure>) -> bool {
+    matches!(
+        r,
+        Err(SqlFailure::Probe(pgha_core::ProbeResult::Overloaded))
+    )
+}
+
 pub fn promote(c: &FileConfig) -> Result<(), Failure> {
     let wait = c.timeouts.promote_ms.div_ceil(1000).max(1);
     let r = probe::query_one(
         &local_target(c),
         ms(c.timeouts.promote_ms + 1_000),
         &format!("select pg_promote(true, {wait})::text"),
-    )
-    .map_err(|e| sql_failure("promote", e))?;
+    );
+    if no_slot(&r) {
+        // A full replica must still be promotable when its master is gone.
+        log::warn!("promote: no free connection slot on the local postgres: pg_ctl promote");
+        let cmd = pg_ctl(c, "promote", c.timeouts.promote_ms);
+        return super::process::run("pg_ctl promote", cmd, ms(c.timeouts.promote_ms + 2_000))
+            .map(|_| ());
+    }
+    let r = r.map_err(|e| sql_failure("promote", e))?;
     match r.as_deref() {
         Some("true") => Ok(()),
         other => {
@@ -872,12 +888,18 @@ pub fn promote(c: &FileConfig) -> Result<(), Failure> {
 
 pub fn follow(c: &FileConfig, upstream: PeerId) -> Result<(), Failure> {
     write_standby_config(c, &c.data_dir, upstream)?;
-    probe::query_one(
+    let r = probe::query_one(
         &local_target(c),
         ms(c.timeouts.command_ms),
         "select pg_reload_conf()::text",
-    )
-    .map_err(|e| sql_failure("follow (reload)", e))?;
+    );
+    if no_slot(&r) {
+        log::warn!("follow: no free connection slot on the local postgres: pg_ctl reload");
+        let mut cmd = bin(c, "pg_ctl");
+        cmd.arg("reload").arg("-D").arg(&c.data_dir);
+        return super::process::run("pg_ctl reload", cmd, ms(c.timeouts.command_ms)).map(|_| ());
+    }
+    r.map_err(|e| sql_failure("follow (reload)", e))?;
     Ok(())
 }
 

@@ -63,31 +63,54 @@ const PROBE_SQL: &str = "select pg_is_in_recovery()::text, \
          else substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) end, \
     (select status from pg_stat_wal_receiver), \
     (select sender_host from pg_stat_wal_receiver), \
-    (select sender_port::text from pg_stat_wal_receiver)";
+    (select sender_port::text from pg_stat_wal_receiver), \
+    current_setting('is_superuser'), \
+    current_setting('superuser_reserved_connections'), \
+    current_setting('reserved_connections', true), \
+    (select pg_has_role(current_user, oid, 'MEMBER')::text from pg_roles \
+      where rolname = 'pg_use_reserved_connections')";
+
+/// Whether the probe's role can use a connection slot that applications cannot take: a
+/// superuser with `superuser_reserved_connections` > 0, or (PostgreSQL 16+) a member of
+/// `pg_use_reserved_connections` with `reserved_connections` > 0. `None` when the server did
+/// not say.
+fn has_reserved_slots(
+    superuser: &str,
+    superuser_reserved: &str,
+    reserved: Option<&str>,
+    use_reserved: Option<&str>,
+) -> Option<bool> {
+    let n = |v: &str| v.parse::<u32>().ok();
+    let su = match superuser {
+        "on" => true,
+        "off" => false,
+        _ => return None,
+    };
+    if su && n(superuser_reserved)? > 0 {
+        return Some(true);
+    }
+    let pg16 = use_reserved == Some("true") && reserved.and_then(n).is_some_and(|r| r > 0);
+    Some(pg16)
+}
+
+/// Warned once per daemon: pgha's role has no reserved slot.
+static NO_RESERVED_WARNED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Classifies a connection or query error into a typed probe result.
+///
+/// "Could not tell" is never "down": an error that only a running server sends says so.
+/// - SQLSTATE class 53 (insufficient resources: 53000, disk full 53100, out of memory 53200,
+///   too many connections 53300 for the server, a role or a database, configuration limit
+///   exceeded 53400) comes from a live postmaster and its backend: [`ProbeResult::Overloaded`].
+/// - 57P03 "in recovery mode" is a server resetting after a backend crashed (crash recovery):
+///   it comes back by itself, as from "starting up"; 57P02 "terminating connection because
+///   of crash of another server process" is the same reset seen from inside a session.
+/// - 57P01 (terminated by an administrator's command, or a shutdown) and 57P03 "shutting
+///   down" are a stopping server.
 pub fn classify(e: &tokio_postgres::Error) -> ProbeResult {
     if let Some(db) = e.as_db_error() {
-        let code = db.code();
-        let msg = db.message();
-        if *code == SqlState::CANNOT_CONNECT_NOW {
-            if msg.contains("starting up") || msg.contains("not yet accepting connections") {
-                return ProbeResult::StartingUp;
-            }
-            if msg.contains("shutting down") {
-                return ProbeResult::ShuttingDown;
-            }
-            return ProbeResult::OtherError;
-        }
-        if *code == SqlState::ADMIN_SHUTDOWN {
-            return ProbeResult::ShuttingDown;
-        }
-        if *code == SqlState::INVALID_PASSWORD
-            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-        {
-            return ProbeResult::AuthFailed;
-        }
-        return ProbeResult::OtherError;
+        return classify_db(db.code(), db.message());
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
@@ -104,6 +127,71 @@ pub fn classify(e: &tokio_postgres::Error) -> ProbeResult {
         return ProbeResult::Timeout;
     }
     ProbeResult::OtherError
+}
+
+/// Classifies an error the server sent, by its SQLSTATE (and, for 57P03, which the server
+/// uses for several phases, its message).
+fn classify_db(code: &SqlState, msg: &str) -> ProbeResult {
+    if *code == SqlState::CANNOT_CONNECT_NOW {
+        if msg.contains("starting up")
+            || msg.contains("not yet accepting connections")
+            || msg.contains("in recovery mode")
+        {
+            return ProbeResult::StartingUp;
+        }
+        if msg.contains("shutting down") {
+            return ProbeResult::ShuttingDown;
+        }
+        return ProbeResult::OtherError;
+    }
+    if *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN {
+        return ProbeResult::ShuttingDown;
+    }
+    if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    {
+        return ProbeResult::AuthFailed;
+    }
+    if code.code().starts_with("53") {
+        return ProbeResult::Overloaded;
+    }
+    ProbeResult::OtherError
+}
+
+/// When the last "overloaded" warning was logged: one a minute is enough to say what happens
+/// and what to do, without a line per probe.
+static OVERLOAD_WARNED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+fn warn_overloaded(what: &str, e: &tokio_postgres::Error) {
+    let Ok(mut last) = OVERLOAD_WARNED.lock() else {
+        return;
+    };
+    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+        log::debug!(
+            "{what}: {}",
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.to_string())
+        );
+        return;
+    }
+    *last = Some(std::time::Instant::now());
+    // The server's own words ("FATAL: sorry, too many clients already"), not "db error".
+    let said = e
+        .as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.to_string());
+    let advice = match e.as_db_error().map(|d| d.message()) {
+        Some(m) if m.contains("reserved") => {
+            "pgha's [postgres] user cannot use the reserved connection slots: connect pgha as \
+             a superuser the applications do not use"
+        }
+        Some(m) if m.contains("too many clients") => {
+            "every connection slot is taken, the reserved ones too: the applications connect \
+             as a superuser, or superuser_reserved_connections is too small"
+        }
+        _ => "the server is short of resources",
+    };
+    log::warn!(
+        "{what}: {said}: the server is alive but cannot serve pgha now (alive, not down); {advice} (see \"Connection slots for pgha\" in docs/configuration.md)"
+    );
 }
 
 /// Runs `f` on a fresh connection, the whole exchange bounded by `limit`.
@@ -152,6 +240,9 @@ where
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 let r = classify(&e);
+                if r == ProbeResult::Overloaded {
+                    warn_overloaded(what, &e);
+                }
                 if r == ProbeResult::OtherError {
                     log::debug!("{what}: {e}");
                     if e.as_db_error().is_some() {
@@ -196,6 +287,20 @@ pub fn probe(
         return ProbeDetail::of(ProbeResult::OtherError);
     };
     let get = |i: usize| row.get(i).unwrap_or("");
+    if has_reserved_slots(get(6), get(7), row.get(8), row.get(9)) == Some(false)
+        && !NO_RESERVED_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        log::warn!(
+            "{}:{}: pgha's user {:?} can use no reserved connection slot (not a superuser with \
+             superuser_reserved_connections > 0, nor a member of pg_use_reserved_connections \
+             with reserved_connections > 0 on PostgreSQL 16+): when the applications fill \
+             max_connections, pgha cannot see this server's role (see \"Connection slots for \
+             pgha\" in docs/configuration.md)",
+            target.host,
+            target.port,
+            target.user
+        );
+    }
     let in_recovery = get(0) == "true";
     let lsn = parse_lsn(get(1)).unwrap_or_default();
     let timeline: Timeline = if in_recovery {
@@ -284,6 +389,125 @@ mod tests {
         assert_eq!(r.result, ProbeResult::Timeout);
         assert!(start.elapsed() < Duration::from_millis(1500));
         drop(l);
+    }
+
+    /// A fake server that reads the startup packet and answers with an ErrorResponse of this
+    /// SQLSTATE and message, as a postmaster's backend does when it cannot take the session.
+    fn answering(code: &'static str, message: &'static str) -> u16 {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+            s.read_exact(&mut rest).unwrap();
+            let mut body = Vec::new();
+            for (k, v) in [
+                (b'S', "FATAL"),
+                (b'V', "FATAL"),
+                (b'C', code),
+                (b'M', message),
+            ] {
+                body.push(k);
+                body.extend_from_slice(v.as_bytes());
+                body.push(0);
+            }
+            body.push(0);
+            let mut msg = vec![b'E'];
+            msg.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+            msg.extend_from_slice(&body);
+            let _ = s.write_all(&msg);
+        });
+        port
+    }
+
+    #[test]
+    fn a_server_that_answers_too_many_clients_is_overloaded_not_down() {
+        for (code, msg) in [
+            ("53300", "sorry, too many clients already"),
+            (
+                "53300",
+                "remaining connection slots are reserved for non-replication superuser connections",
+            ),
+            ("53300", "too many connections for role \"app\""),
+        ] {
+            let r = probe(
+                &local(answering(code, msg)),
+                Duration::from_secs(3),
+                &|_, _| None,
+            );
+            assert_eq!(r.result, ProbeResult::Overloaded, "{code} {msg}");
+        }
+    }
+
+    #[test]
+    fn every_insufficient_resources_error_means_alive_but_overloaded() {
+        for code in ["53000", "53100", "53200", "53300", "53400"] {
+            assert_eq!(
+                classify_db(&SqlState::from_code(code), "whatever"),
+                ProbeResult::Overloaded,
+                "{code}"
+            );
+        }
+        // Genuine failures stay failures.
+        assert_eq!(
+            classify_db(&SqlState::from_code("XX000"), "internal error"),
+            ProbeResult::OtherError
+        );
+        assert_eq!(
+            classify_db(&SqlState::from_code("58030"), "could not read"),
+            ProbeResult::OtherError
+        );
+    }
+
+    #[test]
+    fn a_server_in_crash_recovery_is_starting_up_not_failed() {
+        let r = probe(
+            &local(answering(
+                "57P03",
+                "the database system is in recovery mode",
+            )),
+            Duration::from_secs(3),
+            &|_, _| None,
+        );
+        assert_eq!(r.result, ProbeResult::StartingUp);
+        assert_eq!(
+            classify_db(
+                &SqlState::CRASH_SHUTDOWN,
+                "terminating connection because of crash of another server process"
+            ),
+            ProbeResult::ShuttingDown
+        );
+        assert_eq!(
+            classify_db(
+                &SqlState::CANNOT_CONNECT_NOW,
+                "the database system is not yet accepting connections"
+            ),
+            ProbeResult::StartingUp
+        );
+    }
+
+    #[test]
+    fn pgha_has_reserved_slots_as_a_superuser_or_a_pg16_reserved_role() {
+        assert_eq!(has_reserved_slots("on", "3", None, None), Some(true));
+        assert_eq!(has_reserved_slots("on", "0", None, None), Some(false));
+        assert_eq!(has_reserved_slots("off", "3", None, None), Some(false));
+        assert_eq!(
+            has_reserved_slots("off", "3", Some("5"), Some("true")),
+            Some(true)
+        );
+        assert_eq!(
+            has_reserved_slots("off", "3", Some("0"), Some("true")),
+            Some(false)
+        );
+        assert_eq!(
+            has_reserved_slots("off", "3", Some("5"), Some("false")),
+            Some(false)
+        );
+        assert_eq!(has_reserved_slots("", "", None, None), None);
     }
 
     #[test]
