@@ -340,7 +340,11 @@ pub fn verdict(r: &Reply) -> Verdict {
         200 => Verdict::Yes,
         503 if !r.overloaded => {
             let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-            if v.get("state").is_some_and(|s| s.is_string()) {
+            // A daemon whose own postgres is alive but full cannot see its role either.
+            let local = v.pointer("/local/result").and_then(|r| r.as_str());
+            if local == Some(pgha_core::ProbeResult::Overloaded.name()) {
+                Verdict::Unknown
+            } else if v.get("state").is_some_and(|s| s.is_string()) {
                 Verdict::No
             } else {
                 Verdict::Unknown
@@ -731,6 +735,15 @@ mod tests {
         );
         assert_eq!(verdict(&r(500, false, "")), Verdict::Unknown);
         assert_eq!(verdict(&r(404, false, "")), Verdict::Unknown);
+        // A replica whose postgres is full: its daemon could not tell either.
+        assert_eq!(
+            verdict(&r(
+                503,
+                false,
+                "{\"state\":\"replica\",\"local\":{\"result\":\"overloaded\"}}"
+            )),
+            Verdict::Unknown
+        );
     }
 
     #[test]
