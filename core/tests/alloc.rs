@@ -4,6 +4,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+mod common;
+
 use pgha_core::*;
 
 struct Counting;
@@ -101,13 +103,7 @@ fn started(
     facts: LocalFacts,
     answer: impl Fn(CommandKind) -> ProbeResult,
 ) -> (Node, u64) {
-    let mut c = Config::ha_pair(
-        &format!("db{index}"),
-        index,
-        &format!("db{}", 1 - index),
-        1 - index,
-    );
-    c.vip = true;
+    let mut c = common::ha(index);
     c.proxy = true;
     c.hooks = true;
     let mut node = Node::new(c);
