@@ -922,6 +922,29 @@ mod tests {
         })
     }
 
+    /// A server on a free TCP port (and `local`, the local socket, if given) whose main loop
+    /// accepts every operator request: the API, its TCP address and the count of requests.
+    fn operator_server(
+        s: Status,
+        local: Option<(UnixListener, PathBuf)>,
+        auth: Auth,
+    ) -> (Api, SocketAddr, Arc<AtomicUsize>) {
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let st = Arc::new(Mutex::new(s));
+        let count = Arc::new(AtomicUsize::new(0));
+        let api = serve_with(
+            l,
+            local,
+            st,
+            accepting(count.clone()),
+            auth,
+            Limits::default(),
+        )
+        .unwrap();
+        (api, addr, count)
+    }
+
     fn get(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
         crate::client::request(addr, method, path).unwrap()
     }
@@ -1007,23 +1030,12 @@ mod tests {
 
     #[test]
     fn operator_requests_over_tcp_need_the_bearer_token_and_nothing_reaches_the_core_without_it() {
-        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = l.local_addr().unwrap();
-        let st = Arc::new(Mutex::new(status("replica", "replica", true, Some(0))));
-        let count = Arc::new(AtomicUsize::new(0));
         let auth = Auth {
             token: Some("s3cret-token".into()),
             socket: None,
         };
-        let api = serve_with(
-            l,
-            None,
-            st,
-            accepting(count.clone()),
-            auth,
-            Limits::default(),
-        )
-        .unwrap();
+        let (api, addr, count) =
+            operator_server(status("replica", "replica", true, Some(0)), None, auth);
         let tcp = Target::Tcp(addr);
         for path in ["/promote", "/recover", "/pause", "/resume", "/step-down"] {
             for token in [
@@ -1059,23 +1071,12 @@ mod tests {
 
     #[test]
     fn without_a_token_file_operator_requests_over_tcp_are_refused_saying_how_to_enable_them() {
-        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = l.local_addr().unwrap();
-        let st = Arc::new(Mutex::new(status("master", "master", false, None)));
-        let count = Arc::new(AtomicUsize::new(0));
         let auth = Auth {
             token: None,
             socket: Some("/run/pgha/db0.sock".into()),
         };
-        let api = serve_with(
-            l,
-            None,
-            st,
-            accepting(count.clone()),
-            auth,
-            Limits::default(),
-        )
-        .unwrap();
+        let (api, addr, count) =
+            operator_server(status("master", "master", false, None), None, auth);
         let r = call(
             &Target::Tcp(addr),
             "POST",
@@ -1100,22 +1101,15 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempdir("local");
         let sock = dir.join("run").join("api.sock");
-        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let local = bind_local(&sock).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&sock), 0o600);
         assert_eq!(mode(sock.parent().unwrap()), 0o700);
-        let st = Arc::new(Mutex::new(status("replica", "replica", true, Some(0))));
-        let count = Arc::new(AtomicUsize::new(0));
-        let api = serve_with(
-            l,
+        let (api, _, count) = operator_server(
+            status("replica", "replica", true, Some(0)),
             Some((local, sock.clone())),
-            st,
-            accepting(count.clone()),
             Auth::default(),
-            Limits::default(),
-        )
-        .unwrap();
+        );
         let r = call(
             &Target::Unix(sock.clone()),
             "POST",
@@ -1153,7 +1147,6 @@ mod tests {
         }
         let dir = tempdir("peercred");
         let sock = dir.join("run").join("api.sock");
-        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let local = bind_local(&sock).unwrap();
         // Opened up for the test only, so the other user reaches the socket at all.
         for (p, m) in [
@@ -1163,17 +1156,11 @@ mod tests {
         ] {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
         }
-        let st = Arc::new(Mutex::new(status("replica", "replica", true, Some(0))));
-        let count = Arc::new(AtomicUsize::new(0));
-        let api = serve_with(
-            l,
+        let (api, _, count) = operator_server(
+            status("replica", "replica", true, Some(0)),
             Some((local, sock.clone())),
-            st,
-            accepting(count.clone()),
             Auth::default(),
-            Limits::default(),
-        )
-        .unwrap();
+        );
         let out = std::process::Command::new("runuser")
             .args([
                 "-u",

@@ -9,6 +9,23 @@ use pgha_tests::{Cluster, Extra, failover_bound, wait_for};
 const BOOT: Duration = Duration::from_secs(40);
 const REJOIN: Duration = Duration::from_secs(40);
 
+/// Every e2e test runs under both runtimes: `test_name => scenario;` runs `scenario(rt)` as
+/// `threads::test_name` and `smol::test_name`; a plain list `scenario, ...` names the tests after
+/// their scenarios. Defined before the `mod`s below so each of them uses this one.
+macro_rules! both_runtimes {
+    ($($name:ident => $scenario:ident;)*) => {
+        mod threads {
+            $( #[test] fn $name() { super::$scenario("threads") } )*
+        }
+        mod smol {
+            $( #[test] fn $name() { super::$scenario("smol") } )*
+        }
+    };
+    ($($name:ident),* $(,)?) => {
+        both_runtimes! { $($name => $name;)* }
+    };
+}
+
 mod lifecycle;
 mod operators;
 mod overload;
@@ -736,17 +753,6 @@ fn two_nodes_with_one_index_say_so(rt: &'static str) {
     );
     assert_eq!(c.state(halted).as_deref(), Some("halted"));
     assert!(c.postmaster_pid(halted).is_none());
-}
-
-macro_rules! both_runtimes {
-    ($($name:ident => $scenario:ident;)*) => {
-        mod threads {
-            $( #[test] fn $name() { super::$scenario("threads") } )*
-        }
-        mod smol {
-            $( #[test] fn $name() { super::$scenario("smol") } )*
-        }
-    };
 }
 
 both_runtimes! {

@@ -384,17 +384,6 @@ fn wait_for_gone(pids: &[i32]) -> Vec<i32> {
     pids.iter().copied().filter(alive).collect()
 }
 
-macro_rules! both_runtimes {
-    ($($name:ident),* $(,)?) => {
-        mod threads {
-            $( #[test] fn $name() { super::$name("threads") } )*
-        }
-        mod smol {
-            $( #[test] fn $name() { super::$name("smol") } )*
-        }
-    };
-}
-
 both_runtimes! {
     a_second_daemon_on_the_same_data_dir_or_journal_is_refused_naming_the_holder,
     sighup_is_logged_and_ignored_and_a_stop_is_journaled_with_its_cause,

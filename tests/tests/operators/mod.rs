@@ -244,17 +244,6 @@ fn an_api_held_by_idle_connections_still_says_primary(rt: &'static str) {
     drop(idle);
 }
 
-macro_rules! both_runtimes {
-    ($($name:ident => $scenario:ident;)*) => {
-        mod threads {
-            $( #[test] fn $name() { super::$scenario("threads") } )*
-        }
-        mod smol {
-            $( #[test] fn $name() { super::$scenario("smol") } )*
-        }
-    };
-}
-
 both_runtimes! {
     promote_force_switches_over_without_losing_an_acknowledged_write_and_unforced_is_refused => promote_force_switches_over_without_losing_an_acknowledged_write;
     the_password_never_reaches_the_journal_and_journal_and_socket_are_private => secrets_stay_out_of_the_journal_which_is_private_as_is_the_socket;

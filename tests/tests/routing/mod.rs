@@ -439,17 +439,6 @@ fn program(name: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| panic!("{name} is not installed (scripts/test installs it)"))
 }
 
-macro_rules! both_runtimes {
-    ($($name:ident),* $(,)?) => {
-        mod threads {
-            $( #[test] fn $name() { super::$name("threads") } )*
-        }
-        mod smol {
-            $( #[test] fn $name() { super::$name("smol") } )*
-        }
-    };
-}
-
 // Every routing scenario under both runtimes: the per-command hooks (`on_promote` in the
 // PgBouncer scenario) once ran only under threads.
 both_runtimes! {
