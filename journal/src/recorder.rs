@@ -193,12 +193,7 @@ impl Recorder {
             payload,
         };
         if !self.started {
-            let mut r = base(Kind::Run, now.0, codec::encode_header(&self.header));
-            r.reason = Some(format!(
-                "pgha {}, codec {}",
-                self.header.pgha_version, self.header.codec_version
-            ));
-            rows.push(r);
+            rows.push(self.run_row(now, wall_ms));
             self.last_snapshot = now;
         }
         let mut r = base(Kind::Input, now.0, codec::encode_input(&input));
@@ -223,10 +218,7 @@ impl Recorder {
             r.reason = Some(describe::command(c, config));
             rows.push(r);
         }
-        if let Err(e) = self.store.append(&rows) {
-            self.poisoned = true;
-            return Err(e);
-        }
+        self.append(&rows)?;
         self.started = true;
         if let Some(every) = self.options.snapshot_every_ms
             && now.since(self.last_snapshot) >= every
@@ -249,15 +241,8 @@ impl Recorder {
         if self.started {
             return Ok(());
         }
-        let mut r = self.run_row(now, wall_ms);
-        r.reason = Some(format!(
-            "pgha {}, codec {}",
-            self.header.pgha_version, self.header.codec_version
-        ));
-        if let Err(e) = self.store.append(std::slice::from_ref(&r)) {
-            self.poisoned = true;
-            return Err(e);
-        }
+        let row = self.run_row(now, wall_ms);
+        self.append(std::slice::from_ref(&row))?;
         self.started = true;
         self.last_snapshot = now;
         Ok(())
@@ -277,27 +262,18 @@ impl Recorder {
             return Err(JournalError::Poisoned);
         }
         self.begin(now, wall_ms)?;
-        let state = self.node.state();
-        let row = NewRow {
-            run: self.run,
+        let row = self.state_row(
+            now,
             wall_ms,
-            mono_ms: now.0,
-            node: self.header.node.clone(),
-            kind: Kind::Stop,
-            state_before: Some(state.name().to_string()),
-            state_after: Some(state.name().to_string()),
-            role: Some(state.role().name().to_string()),
-            reason_code: Some(code.to_string()),
-            reason: Some(cause.to_string()),
-            payload: codec::encode(&cause.to_string()),
-        };
-        if let Err(e) = self.store.append(std::slice::from_ref(&row)) {
-            self.poisoned = true;
-            return Err(e);
-        }
-        Ok(())
+            Kind::Stop,
+            Some(code.to_string()),
+            cause.to_string(),
+            codec::encode(&cause.to_string()),
+        );
+        self.append(std::slice::from_ref(&row))
     }
 
+    /// The run's header row.
     fn run_row(&self, now: Timestamp, wall_ms: u64) -> NewRow {
         NewRow {
             run: self.run,
@@ -309,9 +285,47 @@ impl Recorder {
             state_after: None,
             role: None,
             reason_code: None,
-            reason: None,
+            reason: Some(format!(
+                "pgha {}, codec {}",
+                self.header.pgha_version, self.header.codec_version
+            )),
             payload: codec::encode_header(&self.header),
         }
+    }
+
+    /// A row about the node as it is now, between inputs (a stop, a snapshot).
+    fn state_row(
+        &self,
+        now: Timestamp,
+        wall_ms: u64,
+        kind: Kind,
+        reason_code: Option<String>,
+        reason: String,
+        payload: Vec<u8>,
+    ) -> NewRow {
+        let state = self.node.state();
+        NewRow {
+            run: self.run,
+            wall_ms,
+            mono_ms: now.0,
+            node: self.header.node.clone(),
+            kind,
+            state_before: Some(state.name().to_string()),
+            state_after: Some(state.name().to_string()),
+            role: Some(state.role().name().to_string()),
+            reason_code,
+            reason: Some(reason),
+            payload,
+        }
+    }
+
+    /// Appends `rows` in one transaction; a failed write poisons the recorder.
+    fn append(&mut self, rows: &[NewRow]) -> Result<(), JournalError> {
+        if let Err(e) = self.store.append(rows) {
+            self.poisoned = true;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// [`Recorder::step`] with [`Input::Timeout`].
@@ -332,24 +346,15 @@ impl Recorder {
             header: &self.header,
             node: &self.node,
         };
-        let state = self.node.state();
-        let row = NewRow {
-            run: self.run,
+        let row = self.state_row(
+            now,
             wall_ms,
-            mono_ms: now.0,
-            node: self.header.node.clone(),
-            kind: Kind::Snapshot,
-            state_before: Some(state.name().to_string()),
-            state_after: Some(state.name().to_string()),
-            role: Some(state.role().name().to_string()),
-            reason_code: None,
-            reason: Some("snapshot".into()),
-            payload: codec::encode(&snap),
-        };
-        if let Err(e) = self.store.append(std::slice::from_ref(&row)) {
-            self.poisoned = true;
-            return Err(e);
-        }
+            Kind::Snapshot,
+            None,
+            "snapshot".into(),
+            codec::encode(&snap),
+        );
+        self.append(std::slice::from_ref(&row))?;
         self.last_snapshot = now;
         Ok(())
     }
