@@ -234,13 +234,7 @@ fn a_master_whose_peer_answers_overloaded_stays_master() {
 
 #[test]
 fn a_star_replica_does_not_leave_a_full_upstream_for_another_master_on_the_same_timeline() {
-    let mut c = ha(1);
-    c.topology = Topology::Star;
-    c.peers.push(PeerConfig {
-        name: "db2".into(),
-        index: 2,
-    });
-    let mut s = Shell::new(c);
+    let mut s = Shell::new(star_db1());
     s.handle(Event::Started(with_data(1, false)));
     let before = |p: Option<PeerId>| match p {
         None => replica(1),

@@ -369,12 +369,7 @@ fn two_masters_both_release_the_vip_stop_and_stay_fenced_under_the_seed_rule() {
             then: AfterStop::Fence
         }
     );
-    let order: Vec<CommandKind> = s
-        .pending
-        .iter()
-        .map(|c| c.kind)
-        .filter(|k| !k.is_probe())
-        .collect();
+    let order = s.pending_actions();
     let vip = order
         .iter()
         .position(|k| *k == CommandKind::ReleaseVip)
@@ -538,13 +533,7 @@ fn operator_promote_promotes_a_replica_and_is_refused_elsewhere() {
 
 #[test]
 fn a_star_replica_never_promotes_by_itself() {
-    let mut c = ha(1);
-    c.topology = Topology::Star;
-    c.peers.push(PeerConfig {
-        name: "db2".into(),
-        index: 2,
-    });
-    let mut s = Shell::new(c);
+    let mut s = Shell::new(star_db1());
     s.start(with_data(1, false));
     s.answer_probes(None, master(1));
     s.complete(|k| matches!(k, CommandKind::StartPostgres(_)));
@@ -560,13 +549,7 @@ fn a_star_replica_never_promotes_by_itself() {
 
 #[test]
 fn a_star_replica_follows_a_peer_promoted_on_a_newer_timeline() {
-    let mut c = ha(1);
-    c.topology = Topology::Star;
-    c.peers.push(PeerConfig {
-        name: "db2".into(),
-        index: 2,
-    });
-    let mut s = Shell::new(c);
+    let mut s = Shell::new(star_db1());
     s.start(with_data(1, false));
     // Peer 0 (db0) is master; peer 1 (db2) is down.
     let before = |p: Option<PeerId>| match p {
@@ -974,12 +957,7 @@ fn step_down_stops_the_master_in_fast_mode_and_it_never_leads_until_it_rejoins_t
             then: AfterStop::WaitForMaster
         }
     );
-    let kinds: Vec<CommandKind> = s
-        .pending
-        .iter()
-        .map(|c| c.kind)
-        .filter(|k| !k.is_probe())
-        .collect();
+    let kinds = s.pending_actions();
     assert_eq!(
         kinds,
         [

@@ -247,7 +247,8 @@ fn signal(pid: i32, sig: nix::sys::signal::Signal) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).is_ok()
 }
 
-fn chown_postgres(path: &Path) {
+/// `chown -R postgres:postgres path`: what pgha and postgres (run as postgres) must own.
+pub fn chown_postgres(path: &Path) {
     let st = Command::new("chown")
         .arg("-R")
         .arg("postgres:postgres")

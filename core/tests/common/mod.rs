@@ -143,6 +143,15 @@ impl Shell {
         self.node.state()
     }
 
+    /// The kinds of the pending commands that are not probes, in order.
+    pub fn pending_actions(&self) -> Vec<CommandKind> {
+        self.pending
+            .iter()
+            .map(|c| c.kind)
+            .filter(|k| !k.is_probe())
+            .collect()
+    }
+
     pub fn has_pending(&self, pred: impl Fn(&CommandKind) -> bool) -> bool {
         self.pending.iter().any(|c| pred(&c.kind))
     }
@@ -205,6 +214,17 @@ pub fn ha(index: u32) -> Config {
         1 - index,
     );
     c.vip = true;
+    c
+}
+
+/// db1's config in a three-node star: db0 (peer 0) and db2 (peer 1), with the VIP.
+pub fn star_db1() -> Config {
+    let mut c = ha(1);
+    c.topology = Topology::Star;
+    c.peers.push(PeerConfig {
+        name: "db2".into(),
+        index: 2,
+    });
     c
 }
 

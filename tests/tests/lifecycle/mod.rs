@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use pgha_tests::{Cluster, Extra, Slot, http, pgha_bin, port_free, wait_for};
+use pgha_tests::{Cluster, Extra, Slot, chown_postgres, http, pgha_bin, port_free, wait_for};
 
 use super::bootstrapped;
 
@@ -60,16 +60,6 @@ fn pgha_run(config: &Path, rt: &str) -> Command {
         .arg(config)
         .env("RUST_LOG", "info");
     cmd
-}
-
-fn chown_postgres(path: &Path) {
-    let st = Command::new("chown")
-        .arg("-R")
-        .arg("postgres:postgres")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// The last run of `journal`: its number of steps and its stop row (code, cause).
