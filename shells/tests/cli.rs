@@ -11,6 +11,15 @@ fn pgha() -> Command {
     c
 }
 
+/// Removes a test's directory when the test ends, passed or failed.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pgha-cli-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -50,6 +59,7 @@ fn into_closed_pipe(mut cmd: Command) -> (std::process::ExitStatus, String) {
 #[test]
 fn a_cli_command_whose_reader_went_away_ends_quietly_by_sigpipe() {
     let dir = tempdir("pipe");
+    let _cleanup = RemoveOnDrop(dir.clone());
     let cfg = config(&dir);
     for args in [
         vec!["status", "--json", "--config"],

@@ -735,11 +735,44 @@ fn wait_child(c: &mut Child, limit: Duration) -> Option<i32> {
     }
 }
 
+/// Every process below `pid` (its children, theirs, ...), read from /proc while `pid` lives.
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    // Bounded: a daemon has a handful of programs below it.
+    while let Some(p) = todo.pop() {
+        if out.len() >= 256 {
+            break;
+        }
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten();
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+            {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             if let Some(pid) = self.daemon_pid(i) {
+                // The programs the daemon runs (initdb, pg_basebackup, pg_ctl) outlive a
+                // SIGKILLed daemon and would go on writing into the directory removed below:
+                // found before the kill, killed by PID after it.
+                let below = descendants(pid);
                 signal(pid, nix::sys::signal::Signal::SIGKILL);
+                for p in below {
+                    signal(p, nix::sys::signal::Signal::SIGKILL);
+                }
             }
             if let Some(mut c) = self.nodes[i].daemon.take() {
                 let _ = wait_child(&mut c, Duration::from_secs(10));
@@ -757,7 +790,13 @@ impl Drop for Cluster {
         if std::env::var_os("PGHA_E2E_KEEP").is_some() {
             eprintln!("kept {}", self.dir.display());
         } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            // A process that was still exiting may add a file while the tree is removed:
+            // try again for a while.
+            let dir = self.dir.clone();
+            let _ = wait_for_opt(Duration::from_secs(10), || {
+                let _ = std::fs::remove_dir_all(&dir);
+                (!dir.exists()).then_some(())
+            });
         }
     }
 }

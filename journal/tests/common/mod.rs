@@ -5,8 +5,22 @@ use std::path::{Path, PathBuf};
 
 use pgha_journal::testkit::{Cluster, Pg};
 
+/// A directory for one test, `<tmp>/pgha-journal-tests/<pid>/<name>`. The directories of
+/// earlier test processes that are gone are removed first, so test runs never pile up in /tmp
+/// (a test process has no hook at its exit to remove its own).
 pub fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pgha-journal-{}-{name}", std::process::id()));
+    let root = std::env::temp_dir().join("pgha-journal-tests");
+    for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let gone = e
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if gone {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let d = root.join(std::process::id().to_string()).join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("temp dir");
     d
