@@ -949,15 +949,6 @@ mod tests {
         crate::client::request(addr, method, path).unwrap()
     }
 
-    /// Removes a test's directory when the test ends, passed or failed.
-    struct RemoveOnDrop(PathBuf);
-
-    impl Drop for RemoveOnDrop {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn tempdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("pgha-api-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -1109,7 +1100,7 @@ mod tests {
     fn the_local_socket_takes_operator_requests_without_a_token_and_is_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempdir("local");
-        let _cleanup = RemoveOnDrop(dir.clone());
+        let _cleanup = crate::testutil::RemoveOnDrop(dir.clone());
         let sock = dir.join("run").join("api.sock");
         let local = bind_local(&sock).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -1156,7 +1147,7 @@ mod tests {
             return; // needs another user to connect as, and curl to connect with
         }
         let dir = tempdir("peercred");
-        let _cleanup = RemoveOnDrop(dir.clone());
+        let _cleanup = crate::testutil::RemoveOnDrop(dir.clone());
         let sock = dir.join("run").join("api.sock");
         let local = bind_local(&sock).unwrap();
         // Opened up for the test only, so the other user reaches the socket at all.

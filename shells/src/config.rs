@@ -1222,13 +1222,7 @@ path = "{d}/db0.journal"
         let dir = std::env::temp_dir().join(format!("pgha-config-token-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        struct RemoveOnDrop(PathBuf);
-        impl Drop for RemoveOnDrop {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-        let _cleanup = RemoveOnDrop(dir.clone());
+        let _cleanup = crate::testutil::RemoveOnDrop(dir.clone());
         let with =
             |p: &Path| sample(&tmp()) + &format!("\n[api]\ntoken_file = \"{}\"\n", p.display());
         let good = token_file(&dir, "good", "s3cret\n", 0o600);

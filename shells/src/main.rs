@@ -21,6 +21,8 @@ mod haproxy;
 mod journal_cli;
 mod lock;
 mod runtime;
+#[cfg(test)]
+mod testutil;
 
 /// pgha: PostgreSQL high availability, one daemon beside each node.
 #[derive(Debug, Parser)]
