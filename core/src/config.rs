@@ -41,6 +41,29 @@ impl SplitBrainRule {
     }
 }
 
+/// What a master does when it loses touch with the replica that could replace it (two-node
+/// HA only: no third party can say whether the replica or the master is cut off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Isolation {
+    /// Stop postgres after `master_give_up` without an answer from the replica (postgres or
+    /// daemon), before the replica could promote: no write is acknowledged that a promotion
+    /// would lose. A dead replica then costs write availability until it answers again.
+    Fence,
+    /// Keep serving (the seed's behaviour): a dead replica costs nothing, but during a
+    /// partition the isolated master acknowledges writes that are lost when the replica
+    /// promotes.
+    KeepServing,
+}
+
+impl Isolation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::Fence => "fence",
+            Isolation::KeepServing => "keep-serving",
+        }
+    }
+}
+
 /// A peer as the core knows it: a name for reasons, and its bootstrap index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerConfig {
@@ -69,6 +92,12 @@ pub struct Config {
     /// How long "starting up" or "shutting down" is tolerated before it counts as a failure.
     pub transition_bound_ms: u64,
     pub split_brain: SplitBrainRule,
+    /// How long a master goes without a sign of life from its own postgres (then it kills
+    /// it, backends included) or, with [`Isolation::Fence`], from the replica that could
+    /// replace it (then it stops serving). Must end before the replica's takeover bound:
+    /// see [`Config::validate`] and docs/core.md, "The give-up inequality".
+    pub master_give_up_ms: u64,
+    pub isolation: Isolation,
     /// Whether a VIP is configured (the core then emits acquire and release commands).
     pub vip: bool,
     /// Whether a proxy (PgBouncer) is configured (pause, repoint, resume commands).
@@ -94,11 +123,40 @@ impl Config {
             psql_error_count: 3,
             probe_interval_ms: 1_000,
             transition_bound_ms: 30_000,
-            split_brain: SplitBrainRule::BothStop,
+            split_brain: SplitBrainRule::OlderTimelineStepsDown,
+            master_give_up_ms: Config::default_master_give_up_ms(3, 5_000, 1_000),
+            isolation: Isolation::Fence,
             vip: false,
             proxy: false,
             hooks: false,
         }
+    }
+
+    /// The least time from a replica's last answer from its master to its promotion when
+    /// every probe of the master times out (a hung postmaster, a blackholed link): failed
+    /// probes run one at a time and each takes `connect_timeout`.
+    pub fn takeover_bound_ms(&self) -> u64 {
+        u64::from(self.psql_error_count).saturating_mul(self.connect_timeout_ms)
+    }
+
+    /// What a master's give-up must leave for its stop (killing the backends, released VIP):
+    /// half a `connect_timeout`, at most 2 s.
+    pub fn stop_allowance_ms(&self) -> u64 {
+        (self.connect_timeout_ms / 2).min(2_000)
+    }
+
+    /// The default `master_give_up`: the takeover bound less one probe interval (the master's
+    /// last sign of life may come that much later than the replica's) and the stop allowance.
+    /// 11.5 s with the seed's timings (3 x 5 s, 1 s), 1.05 s with 3 x 0.5 s, 0.2 s.
+    pub fn default_master_give_up_ms(
+        psql_error_count: u32,
+        connect_timeout_ms: u64,
+        probe_interval_ms: u64,
+    ) -> u64 {
+        let takeover = u64::from(psql_error_count).saturating_mul(connect_timeout_ms);
+        takeover
+            .saturating_sub(probe_interval_ms)
+            .saturating_sub((connect_timeout_ms / 2).min(2_000))
     }
 
     pub fn peer_name(&self, peer: crate::PeerId) -> &str {
@@ -170,6 +228,26 @@ impl Config {
                 value: self.psql_error_count,
             });
         }
+        // The give-up inequality: a master must give up (kill its backends, or fence when
+        // isolated) before its replica can promote, and must not give up between two healthy
+        // probes.
+        if self.master_give_up_ms <= self.probe_interval_ms {
+            return Err(ConfigError::GiveUpTooSoon {
+                give_up_ms: self.master_give_up_ms,
+                probe_interval_ms: self.probe_interval_ms,
+            });
+        }
+        if self.topology == Topology::Ha
+            && self.master_give_up_ms + self.probe_interval_ms + self.stop_allowance_ms()
+                > self.takeover_bound_ms()
+        {
+            return Err(ConfigError::GiveUpTooLate {
+                give_up_ms: self.master_give_up_ms,
+                probe_interval_ms: self.probe_interval_ms,
+                stop_allowance_ms: self.stop_allowance_ms(),
+                takeover_ms: self.takeover_bound_ms(),
+            });
+        }
         let mut warnings = Vec::new();
         if self.connect_timeout_ms < self.probe_interval_ms {
             warnings.push(ConfigWarning::ConnectTimeoutBelowInterval);
@@ -200,6 +278,8 @@ impl Config {
         "replication.probe_interval",
         "replication.transition_bound",
         "replication.split_brain",
+        "replication.master_give_up",
+        "replication.isolation",
     ];
 
     /// Changes one setting by its configuration key (seconds, fractions allowed, for
@@ -218,12 +298,32 @@ impl Config {
             }
             Ok((s * 1000.0).round() as u64)
         };
+        // A give-up left at its default follows the timings it derives from.
+        let give_up_default = self.master_give_up_ms
+            == Config::default_master_give_up_ms(
+                self.psql_error_count,
+                self.connect_timeout_ms,
+                self.probe_interval_ms,
+            );
         match key {
             "replication.grace" => self.grace_ms = secs(value)?,
             "replication.grace_stagger" => self.grace_stagger_ms = secs(value)?,
             "replication.connect_timeout" => self.connect_timeout_ms = secs(value)?,
             "replication.probe_interval" => self.probe_interval_ms = secs(value)?,
             "replication.transition_bound" => self.transition_bound_ms = secs(value)?,
+            "replication.master_give_up" => self.master_give_up_ms = secs(value)?,
+            "replication.isolation" => {
+                self.isolation = match value.trim() {
+                    "fence" => Isolation::Fence,
+                    "keep-serving" => Isolation::KeepServing,
+                    _ => {
+                        return Err(ConfigError::BadValue {
+                            key: key.to_string(),
+                            value: value.to_string(),
+                        });
+                    }
+                }
+            }
             "replication.psql_error_count" => {
                 self.psql_error_count = value.trim().parse().map_err(|_| ConfigError::BadValue {
                     key: key.to_string(),
@@ -248,6 +348,13 @@ impl Config {
                 });
             }
         }
+        if give_up_default && key != "replication.master_give_up" {
+            self.master_give_up_ms = Config::default_master_give_up_ms(
+                self.psql_error_count,
+                self.connect_timeout_ms,
+                self.probe_interval_ms,
+            );
+        }
         self.validate().map(|_| ())
     }
 }
@@ -255,14 +362,46 @@ impl Config {
 /// A configuration the core cannot run with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConfigError {
-    TooManyPeers { count: usize },
-    TopologyPeers { topology: Topology, peers: usize },
-    DuplicateIndex { index: u32, name: String },
-    DuplicateName { name: String },
-    Zero { key: &'static str },
-    ErrorCount { value: u32 },
-    UnknownKey { key: String },
-    BadValue { key: String, value: String },
+    TooManyPeers {
+        count: usize,
+    },
+    TopologyPeers {
+        topology: Topology,
+        peers: usize,
+    },
+    DuplicateIndex {
+        index: u32,
+        name: String,
+    },
+    DuplicateName {
+        name: String,
+    },
+    Zero {
+        key: &'static str,
+    },
+    ErrorCount {
+        value: u32,
+    },
+    UnknownKey {
+        key: String,
+    },
+    BadValue {
+        key: String,
+        value: String,
+    },
+    /// `master_give_up` <= `probe_interval`: a healthy master would give up between probes.
+    GiveUpTooSoon {
+        give_up_ms: u64,
+        probe_interval_ms: u64,
+    },
+    /// `master_give_up + probe_interval + stop allowance > psql_error_count x
+    /// connect_timeout`: the replica could promote before the master gave up.
+    GiveUpTooLate {
+        give_up_ms: u64,
+        probe_interval_ms: u64,
+        stop_allowance_ms: u64,
+        takeover_ms: u64,
+    },
 }
 
 impl std::fmt::Display for ConfigError {
@@ -302,6 +441,28 @@ impl std::fmt::Display for ConfigError {
                 )
             }
             ConfigError::BadValue { key, value } => write!(f, "bad value {value:?} for {key}"),
+            ConfigError::GiveUpTooSoon {
+                give_up_ms,
+                probe_interval_ms,
+            } => write!(
+                f,
+                "replication.master_give_up = {} must be longer than replication.probe_interval = {}: a healthy master would give up between two probes (raise psql_error_count or connect_timeout, or lower probe_interval)",
+                crate::reason::secs(*give_up_ms),
+                crate::reason::secs(*probe_interval_ms)
+            ),
+            ConfigError::GiveUpTooLate {
+                give_up_ms,
+                probe_interval_ms,
+                stop_allowance_ms,
+                takeover_ms,
+            } => write!(
+                f,
+                "replication.master_give_up = {} + probe_interval {} + stop allowance {} exceeds the replica's takeover bound psql_error_count x connect_timeout = {}: a hung or isolated master could still acknowledge writes after the replica promoted; lower master_give_up (or leave it unset for the default)",
+                crate::reason::secs(*give_up_ms),
+                crate::reason::secs(*probe_interval_ms),
+                crate::reason::secs(*stop_allowance_ms),
+                crate::reason::secs(*takeover_ms)
+            ),
         }
     }
 }

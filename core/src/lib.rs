@@ -44,8 +44,8 @@ pub mod reason;
 mod types;
 
 pub use config::{
-    Config, ConfigError, ConfigWarning, MAX_ERROR_COUNT, MAX_PEERS, PeerConfig, SplitBrainRule,
-    Topology,
+    Config, ConfigError, ConfigWarning, Isolation, MAX_ERROR_COUNT, MAX_PEERS, PeerConfig,
+    SplitBrainRule, Topology,
 };
 pub use node::{COMMAND_QUEUE, Node, TRANSITION_QUEUE};
 pub use reason::{AfterStop, Failures, Reason, State, Transition};

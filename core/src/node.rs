@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::reason::{AfterStop, Failures, Reason, State, Transition};
 use crate::{
-    Command, CommandId, CommandKind, Config, DataDir, Event, Hook, LocalFacts, Lsn, MAX_PEERS,
-    OperatorRequest, PeerId, ProbeResult, ProxyTarget, Role, SplitBrainRule, StartAs, StopMode,
-    Timeline, Timestamp, Topology,
+    Command, CommandId, CommandKind, Config, DataDir, DataPosition, Event, Hook, Isolation,
+    LocalFacts, Lsn, MAX_PEERS, OperatorRequest, PeerId, PeerReport, ProbeResult, ProxyTarget,
+    Role, SplitBrainRule, Standing, StartAs, StopMode, Timeline, Timestamp, Topology,
 };
 
 /// The most commands one input can produce: a probe per server and a handful of actions.
@@ -27,6 +27,24 @@ struct Slot {
     /// When the server first answered "starting up" or "shutting down" in the current run.
     transitional_since: Option<Timestamp>,
     last: Option<(Timestamp, ProbeResult)>,
+    /// The last sign of life: an answer, "too many clients", or "starting up" / "shutting
+    /// down" within the transition bound. What the give-up deadlines count from.
+    alive_at: Option<Timestamp>,
+    /// The role of the last answer (master or replica), kept through failures.
+    role: Role,
+}
+
+/// One peer's daemon: the report probe in flight, when the next is due, and its last report.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct DaemonSlot {
+    in_flight: Option<(CommandId, Timestamp)>,
+    next_due: Timestamp,
+    /// The last result (`None` inside: it did not answer) and when it came.
+    last: Option<(Timestamp, Option<PeerReport>)>,
+    /// When it last answered.
+    answered_at: Option<Timestamp>,
+    /// The role and standing of its last report, kept through silences.
+    seen: Option<(Role, Standing)>,
 }
 
 /// What a probe result means for the run of failures, after the transition bound.
@@ -74,6 +92,11 @@ pub struct Node {
     /// Since when the local replay position has not moved, with it and the master's position
     /// then.
     stalled: Option<(Timestamp, Lsn, Lsn)>,
+    /// The peers' daemons, probed for their reports.
+    daemons: [DaemonSlot; MAX_PEERS],
+    /// An operator's `recover --force`: until master or replica again, lead or re-clone
+    /// whatever the peers' data.
+    force: bool,
 }
 
 impl Node {
@@ -105,6 +128,8 @@ impl Node {
             role_at_input: Role::None,
             behind_since: None,
             stalled: None,
+            daemons: [DaemonSlot::default(); MAX_PEERS],
+            force: false,
         }
     }
 
@@ -153,6 +178,90 @@ impl Node {
         self.local.last
     }
 
+    /// The last report of a peer's daemon (`None` inside: it did not answer) and when it came.
+    pub fn peer_report(&self, peer: PeerId) -> Option<(Timestamp, Option<PeerReport>)> {
+        self.daemons.get(peer.index()).and_then(|s| s.last)
+    }
+
+    /// What this node tells its peers of itself (its API's `/status`, field `report`).
+    pub fn report(&self) -> PeerReport {
+        let standing = match self.state {
+            State::Master | State::Promoting { .. } => Standing::Leading,
+            State::Starting {
+                target: StartAs::Master,
+            } => Standing::Leading,
+            State::WaitingForLocal { expect } if self.started_as_master(expect) => {
+                Standing::Leading
+            }
+            State::Discovering { .. } | State::Electing { .. } => Standing::Electing,
+            State::Replica { .. }
+            | State::Cloning { .. }
+            | State::Starting { .. }
+            | State::WaitingForLocal { .. }
+            | State::WaitingForMaster
+            | State::SteppingDown {
+                then: AfterStop::Rejoin { .. },
+            } => Standing::Following,
+            State::Fenced
+            | State::Halted
+            | State::SteppedDown
+            | State::Isolated
+            | State::SteppingDown {
+                then: AfterStop::Fence | AfterStop::WaitForMaster | AfterStop::Isolate,
+            } => Standing::Held,
+            State::Init | State::Initializing | State::SteppingDown { .. } => Standing::Busy,
+        };
+        PeerReport {
+            index: self.config.index,
+            role: self.role(),
+            standing,
+            data: self.position(),
+        }
+    }
+
+    /// Where the local data is: the local postgres's last answer while it runs, else what is
+    /// known of the stopped data.
+    pub fn position(&self) -> Option<DataPosition> {
+        if self.local_active() {
+            match self.local.last {
+                Some((_, ProbeResult::Master { timeline, lsn })) => {
+                    return Some(DataPosition {
+                        timeline,
+                        lsn,
+                        was_master: true,
+                    });
+                }
+                Some((
+                    _,
+                    ProbeResult::Replica {
+                        timeline,
+                        replay_lsn,
+                        ..
+                    },
+                )) => {
+                    return Some(DataPosition {
+                        timeline,
+                        lsn: replay_lsn,
+                        was_master: false,
+                    });
+                }
+                _ => {}
+            }
+        }
+        match self.data {
+            Some(DataDir::Present {
+                timeline,
+                lsn,
+                was_master,
+            }) => Some(DataPosition {
+                timeline: self.local_timeline.unwrap_or(timeline).max(timeline),
+                lsn,
+                was_master,
+            }),
+            _ => None,
+        }
+    }
+
     /// The next command for the shell, until `None`.
     pub fn poll_command(&mut self) -> Option<Command> {
         self.commands.pop_front()
@@ -187,6 +296,19 @@ impl Node {
         {
             consider(d);
         }
+        for s in &self.daemons[..self.config.peers.len()] {
+            match s.in_flight {
+                Some((_, d)) => consider(d),
+                None if self.peers_active() => consider(s.next_due),
+                None => {}
+            }
+        }
+        if let Some(t) = self.local_give_up_at() {
+            consider(t);
+        }
+        if let Some((_, t)) = self.isolation_at() {
+            consider(t);
+        }
         match self.state {
             State::Discovering { deadline } | State::Electing { deadline } => consider(deadline),
             _ => {}
@@ -213,12 +335,44 @@ impl Node {
                 self.peers[i].in_flight = None;
                 self.on_peer_probe(now, PeerId(i as u8), ProbeResult::Timeout);
             }
+            if let Some((_, deadline)) = self.daemons[i].in_flight
+                && deadline <= now
+            {
+                self.daemons[i].in_flight = None;
+                self.on_peer_report(now, PeerId(i as u8), None);
+            }
+        }
+        if let Some(t) = self.local_give_up_at()
+            && t <= now
+        {
+            let silent_ms = now.since(
+                self.local
+                    .alive_at
+                    .unwrap_or(self.state_since)
+                    .max(self.state_since),
+            );
+            let reason = Reason::LocalSilent {
+                silent_ms,
+                bound_ms: self.config.master_give_up_ms,
+                last: self.local.last.map(|(_, r)| r),
+            };
+            self.step_down(now, AfterStop::Elect, StopMode::Immediate, reason);
+        }
+        if let Some((peer, t)) = self.isolation_at()
+            && t <= now
+        {
+            let reason = Reason::Isolated {
+                peer,
+                silent_ms: now.since(self.peer_contact(peer.index())),
+                bound_ms: self.config.master_give_up_ms,
+            };
+            self.step_down(now, AfterStop::Isolate, StopMode::Immediate, reason);
         }
         let wait_ended = matches!(
             self.state,
             State::Discovering { deadline } | State::Electing { deadline } if deadline <= now
         );
-        if wait_ended && !self.wait_for_overloaded_peer(now) {
+        if wait_ended && !self.wait_for_overloaded_peer(now) && !self.wait_for_peer_ahead(now) {
             match self.state {
                 State::Discovering { .. } => {
                     let waited = now.since(self.state_since);
@@ -271,6 +425,15 @@ impl Node {
                 duration_ms,
             } => self.on_command_done(now, id, outcome, duration_ms),
             Event::Operator(request) => self.on_operator(now, request),
+            Event::PeerDaemon { id, peer, report } => {
+                if let Some(slot) = self.daemons.get_mut(peer.index())
+                    && peer.index() < self.config.peers.len()
+                    && slot.in_flight.is_some_and(|(i, _)| i == id)
+                {
+                    slot.in_flight = None;
+                    self.on_peer_report(now, peer, report);
+                }
+            }
         }
         self.end_input(now);
     }
@@ -334,6 +497,9 @@ impl Node {
             self.retry_at = None;
             self.behind_since = None;
             self.stalled = None;
+            if matches!(to, State::Master | State::Replica { .. }) {
+                self.force = false;
+            }
         }
         self.state = to;
         self.transitions.push_back(t);
@@ -368,6 +534,11 @@ impl Node {
                     self.peers[i].in_flight = Some((id, now.plus(timeout)));
                     self.peers[i].next_due = now.plus(interval);
                 }
+                if self.daemons[i].in_flight.is_none() && self.daemons[i].next_due <= now {
+                    let id = self.emit(CommandKind::ProbePeerDaemon(PeerId(i as u8)));
+                    self.daemons[i].in_flight = Some((id, now.plus(timeout)));
+                    self.daemons[i].next_due = now.plus(interval);
+                }
             }
         }
     }
@@ -378,17 +549,24 @@ impl Node {
         if result.is_answer() {
             slot.failures.clear();
             slot.transitional_since = None;
+            slot.alive_at = Some(now);
+            slot.role = match result {
+                ProbeResult::Master { .. } => Role::Master,
+                _ => Role::Replica,
+            };
             return Health::Up;
         }
         if result == ProbeResult::Overloaded {
             // Only a running postmaster answers so: not down, whatever came before.
             slot.failures.clear();
             slot.transitional_since = None;
+            slot.alive_at = Some(now);
             return Health::Alive;
         }
         if result.is_transitional() {
             let since = *slot.transitional_since.get_or_insert(now);
             if now.since(since) <= bound_ms {
+                slot.alive_at = Some(now);
                 return Health::Transitional;
             }
         } else {
@@ -494,12 +672,19 @@ impl Node {
             | State::WaitingForMaster
             | State::Electing { .. }
             | State::SteppedDown => {
-                if let ProbeResult::Master { timeline, .. } = result
+                if let ProbeResult::Master { timeline, lsn } = result
                     && self.retry_at.is_none_or(|t| t <= now)
                 {
-                    self.master_found(now, peer, timeline);
+                    self.master_found(now, peer, timeline, lsn);
                 }
             }
+            State::Isolated => match result {
+                ProbeResult::Master { timeline, lsn } => {
+                    self.master_found(now, peer, timeline, lsn)
+                }
+                _ if health != Health::Failed => self.rejoin_after_isolation(now, peer),
+                _ => {}
+            },
             State::Master => {
                 if let ProbeResult::Master { timeline, .. } = result
                     && !self.paused
@@ -823,6 +1008,155 @@ impl Node {
         true
     }
 
+    /// At the end of a wait for a master (grace): a peer whose daemon reports more advanced
+    /// data (a newer timeline, whatever its state; or, if it may lead, data that ran as master
+    /// or is further on one timeline, the lower index breaking ties) is the one that should
+    /// lead. Wait one more round of probes instead of leading on less advanced data. Returns
+    /// true when it waits; `recover --force` skips it.
+    fn wait_for_peer_ahead(&mut self, now: Timestamp) -> bool {
+        if !matches!(self.state, State::Electing { .. }) || self.force {
+            return false;
+        }
+        let local = self.position();
+        let mine = local.map(|d| (d.rank(), std::cmp::Reverse(self.config.index)));
+        let ahead = (0..self.config.peers.len()).find_map(|i| {
+            let (_, Some(r)) = self.daemons[i].last? else {
+                return None;
+            };
+            let d = r.data?;
+            let newer_timeline = local.is_none_or(|l| d.timeline > l.timeline);
+            let may_lead = matches!(
+                r.standing,
+                Standing::Leading | Standing::Electing | Standing::Busy
+            );
+            let theirs = (d.rank(), std::cmp::Reverse(self.config.peers[i].index));
+            let further = mine.is_none_or(|m| theirs > m);
+            (newer_timeline || (may_lead && further)).then_some((PeerId(i as u8), d, r.standing))
+        });
+        let Some((peer, peer_data, peer_standing)) = ahead else {
+            return false;
+        };
+        let deadline = now.plus(self.config.connect_timeout_ms + self.config.probe_interval_ms);
+        let reason = Reason::PeerAhead {
+            peer,
+            peer_data,
+            peer_standing,
+            local,
+        };
+        if self.last_transition.is_some_and(|t| t.reason == reason) {
+            self.state = State::Electing { deadline };
+        } else {
+            let since = self.state_since;
+            self.go(now, State::Electing { deadline }, reason);
+            self.state_since = since;
+        }
+        true
+    }
+
+    /// When a master gives up on its own postgres: `master_give_up` after its last sign of
+    /// life (or after it became master). A hung postmaster's backends keep committing; the
+    /// replica promotes `takeover_bound` after its last answer at the earliest, and the
+    /// give-up inequality (Config::validate) puts this deadline, and the kill, before it.
+    fn local_give_up_at(&self) -> Option<Timestamp> {
+        if self.paused {
+            return None;
+        }
+        let applies = match self.state {
+            State::Master => true,
+            State::WaitingForLocal { expect } => self.started_as_master(expect),
+            _ => false,
+        };
+        if !applies {
+            return None;
+        }
+        let from = self
+            .local
+            .alive_at
+            .map_or(self.state_since, |t| t.max(self.state_since));
+        Some(from.plus(self.config.master_give_up_ms))
+    }
+
+    /// The last time peer `i` showed it could see us: its postgres or its daemon answered.
+    fn peer_contact(&self, i: usize) -> Timestamp {
+        let mut t = self.state_since;
+        if let Some(a) = self.peers[i].alive_at {
+            t = t.max(a);
+        }
+        if let Some(a) = self.daemons[i].answered_at {
+            t = t.max(a);
+        }
+        t
+    }
+
+    /// With isolation = "fence", when this master stops serving for want of news from a peer
+    /// that could promote (last seen as a replica, or becoming one): `master_give_up` after
+    /// the last answer from its postgres or its daemon. A peer last seen as a master (the
+    /// old master after a failover) or held cannot promote, so it never fences this one.
+    fn isolation_at(&self) -> Option<(PeerId, Timestamp)> {
+        if self.state != State::Master
+            || self.paused
+            || self.config.topology != Topology::Ha
+            || self.config.isolation != Isolation::Fence
+        {
+            return None;
+        }
+        (0..self.config.peers.len())
+            .filter(|&i| {
+                self.peers[i].role == Role::Replica
+                    || matches!(
+                        self.daemons[i].seen,
+                        Some((Role::Replica, _)) | Some((_, Standing::Following))
+                    )
+            })
+            .map(|i| {
+                (
+                    PeerId(i as u8),
+                    self.peer_contact(i).plus(self.config.master_give_up_ms),
+                )
+            })
+            .min_by_key(|&(_, t)| t)
+    }
+
+    fn on_peer_report(&mut self, now: Timestamp, peer: PeerId, report: Option<PeerReport>) {
+        let slot = &mut self.daemons[peer.index()];
+        slot.last = Some((now, report));
+        let Some(r) = report else {
+            return;
+        };
+        slot.answered_at = Some(now);
+        slot.seen = Some((r.role, r.standing));
+        match self.state {
+            State::Master if !self.paused => {
+                // A promotion left this timeline behind, whatever the peer does now
+                // (shutting down, fenced): never keep serving on it.
+                if let (Some(local), Some(data)) = (self.local_timeline, r.data)
+                    && data.timeline > local
+                {
+                    let reason = Reason::PeerOnNewerTimeline {
+                        peer,
+                        peer_timeline: data.timeline,
+                        local_timeline: local,
+                    };
+                    self.step_down(now, AfterStop::WaitForMaster, StopMode::Immediate, reason);
+                }
+            }
+            State::Isolated => self.rejoin_after_isolation(now, peer),
+            _ => {}
+        }
+    }
+
+    /// An isolated node heard from a peer: one round of probes, as after `recover`: a master
+    /// found is followed (or re-cloned), else this node leads, unless a peer is ahead.
+    fn rejoin_after_isolation(&mut self, now: Timestamp, peer: PeerId) {
+        let deadline = now.plus(self.config.connect_timeout_ms + self.config.probe_interval_ms);
+        self.go(
+            now,
+            State::Electing { deadline },
+            Reason::PeerReachable { peer },
+        );
+        self.check_peer_index();
+    }
+
     fn grace_expired(&mut self, now: Timestamp) {
         let mut last = [None; MAX_PEERS];
         for (i, s) in self.peers[..self.config.peers.len()].iter().enumerate() {
@@ -836,12 +1170,12 @@ impl Node {
         self.start_postgres(now, StartAs::Master, reason);
     }
 
-    fn master_found(&mut self, now: Timestamp, peer: PeerId, timeline: Timeline) {
+    fn master_found(&mut self, now: Timestamp, peer: PeerId, timeline: Timeline, peer_lsn: Lsn) {
         match self.data {
             Some(DataDir::Present {
                 timeline: local,
                 was_master,
-                ..
+                lsn,
             }) => {
                 if !was_master && local <= timeline {
                     self.start_postgres(
@@ -849,6 +1183,24 @@ impl Node {
                         StartAs::Replica { upstream: peer },
                         Reason::MasterFound { peer, timeline },
                     );
+                } else if was_master
+                    && !self.force
+                    && (timeline < local || (timeline == local && peer_lsn < lsn))
+                {
+                    // The master is behind data that ran as master here: a re-clone would
+                    // discard writes this node acknowledged. An operator decides.
+                    let reason = Reason::PeerBehind {
+                        peer,
+                        peer_timeline: timeline,
+                        peer_lsn,
+                        local: DataPosition {
+                            timeline: local,
+                            lsn,
+                            was_master,
+                        },
+                    };
+                    self.emit(CommandKind::Fence);
+                    self.go(now, State::Fenced, reason);
                 } else {
                     let reason = Reason::MustClone {
                         peer,
@@ -889,6 +1241,15 @@ impl Node {
                 AfterStop::Rejoin { from: peer }
             }
             (SplitBrainRule::OlderTimelineStepsDown, Some(l)) if l > peer_timeline => return,
+            // One timeline, two histories (a promotion outside pgha, or two nodes that led on
+            // their own data): which holds more acknowledged writes cannot be told from here.
+            // Both sides decide alike without a race: the lower index keeps serving, the other
+            // stops and keeps its data for an operator.
+            (SplitBrainRule::OlderTimelineStepsDown, Some(_))
+                if self.config.index < self.config.peers[peer.index()].index =>
+            {
+                return;
+            }
             // Just promoted: the new timeline is known at the next local probe; decide then.
             (SplitBrainRule::OlderTimelineStepsDown, None) => return,
             _ => AfterStop::Fence,
@@ -945,6 +1306,12 @@ impl Node {
         {
             let timeline = self.local_timeline.unwrap_or(timeline);
             let was_master = ran_as.unwrap_or(was_master);
+            // The last position the local postgres told: what elections compare.
+            let lsn = match self.local.last {
+                Some((_, ProbeResult::Master { lsn, .. })) => lsn,
+                Some((_, ProbeResult::Replica { replay_lsn, .. })) => replay_lsn,
+                _ => lsn,
+            };
             self.data = Some(DataDir::Present {
                 timeline,
                 lsn,
@@ -1044,6 +1411,8 @@ impl Node {
                     // the source's last probe could not say, e.g. it was full, until the local
                     // postgres answers.
                     self.local_timeline = source;
+                    // What the old postgres last said is not this data's.
+                    self.local.last = None;
                     self.start_postgres(now, StartAs::Replica { upstream: from }, reason);
                 }
                 (State::Starting { target }, _) => self.go(
@@ -1067,6 +1436,7 @@ impl Node {
                     AfterStop::Rejoin { from } => self.clone_from(now, from, done),
                     AfterStop::Elect => self.elect_or_wait(now, done),
                     AfterStop::WaitForMaster => self.go(now, State::SteppedDown, done),
+                    AfterStop::Isolate => self.go(now, State::Isolated, done),
                 },
                 _ => {}
             }
@@ -1168,14 +1538,19 @@ impl Node {
     fn on_operator(&mut self, now: Timestamp, request: OperatorRequest) {
         let reason = Reason::Operator { request };
         match (request, self.state) {
-            (OperatorRequest::Recover, State::Fenced) => {
+            (OperatorRequest::Recover | OperatorRequest::ForceRecover, State::Fenced) => {
+                self.force = request == OperatorRequest::ForceRecover;
                 self.emit(CommandKind::Unfence);
                 // One round of probes: a master found is followed, else this node leads.
                 let deadline =
                     now.plus(self.config.connect_timeout_ms + self.config.probe_interval_ms);
                 self.go(now, State::Electing { deadline }, reason);
             }
-            (OperatorRequest::Recover, State::SteppedDown) => {
+            (
+                OperatorRequest::Recover | OperatorRequest::ForceRecover,
+                State::SteppedDown | State::Isolated,
+            ) => {
+                self.force = request == OperatorRequest::ForceRecover;
                 // As after a fence: one round of probes, a master found is followed, else
                 // this node leads.
                 let deadline =

@@ -1,8 +1,8 @@
 //! States, the typed reasons for moving between them, and the transition record.
 
 use crate::{
-    CommandId, CommandKind, Config, Failure, Lsn, MAX_PEERS, OperatorRequest, PeerId, ProbeResult,
-    Role, SplitBrainRule, StartAs, Timeline, Timestamp,
+    CommandId, CommandKind, Config, DataPosition, Failure, Lsn, MAX_PEERS, OperatorRequest, PeerId,
+    ProbeResult, Role, SplitBrainRule, Standing, StartAs, Timeline, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,11 @@ pub enum State {
     /// Stopped by an operator's step-down (a switchover): waits for a peer to report master,
     /// then rejoins it; never leads on its own. `recover` makes it elect again.
     SteppedDown,
+    /// A master that lost touch with the replica that could replace it for
+    /// `master_give_up` (isolation = "fence") stopped its postgres, so it acknowledges no
+    /// write the replica's promotion would lose. Leaves when a peer answers again: a master is
+    /// followed (or re-cloned), else it elects as a node with data. Not kept across restarts.
+    Isolated,
 }
 
 /// What a node does once a step-down has stopped its postgres.
@@ -59,6 +64,8 @@ pub enum AfterStop {
     Elect,
     /// Wait, stopped, for a new master to rejoin ([`State::SteppedDown`]).
     WaitForMaster,
+    /// Wait, stopped, for a peer to answer ([`State::Isolated`]).
+    Isolate,
 }
 
 impl State {
@@ -80,6 +87,7 @@ impl State {
             State::Fenced => "fenced",
             State::Halted => "halted",
             State::SteppedDown => "stepped_down",
+            State::Isolated => "isolated",
         }
     }
 
@@ -247,6 +255,51 @@ pub enum Reason {
     /// The wait for a master (discovery or grace) ended while this peer answered alive but
     /// overloaded: it may be the master. Waiting on rather than leading or running initdb.
     PeerOverloaded { peer: PeerId },
+    /// A master whose own postgres gave no sign of life (an answer, "too many clients",
+    /// "starting up" or "shutting down" within the bound) for `silent_ms` >= `bound_ms`
+    /// (`replication.master_give_up`): it may be hung with its backends still committing, so
+    /// it kills them (immediate stop) before the replica's takeover bound can pass.
+    LocalSilent {
+        silent_ms: u64,
+        bound_ms: u64,
+        last: Option<ProbeResult>,
+    },
+    /// A master out of touch (no answer from its postgres nor its daemon) for `silent_ms` >=
+    /// `bound_ms` with `peer`, a replica that could promote (isolation = "fence"): it stops
+    /// its postgres so it acknowledges no write that the promotion would lose.
+    Isolated {
+        peer: PeerId,
+        silent_ms: u64,
+        bound_ms: u64,
+    },
+    /// An isolated node heard from `peer` again: it elects (a master found is followed).
+    PeerReachable { peer: PeerId },
+    /// `peer`'s data is on a newer timeline than this master's (whatever the peer's state:
+    /// shutting down, fenced): this node's timeline was left behind by a promotion, so it
+    /// stops serving and waits for a master to rejoin.
+    PeerOnNewerTimeline {
+        peer: PeerId,
+        peer_timeline: Timeline,
+        local_timeline: Timeline,
+    },
+    /// The wait for a master ended, but `peer`'s data is more advanced than the local data
+    /// (newer timeline, or ran as master, or further on one timeline; index breaks ties)
+    /// and it may lead: waiting for it rather than leading on less advanced data.
+    PeerAhead {
+        peer: PeerId,
+        peer_data: DataPosition,
+        peer_standing: Standing,
+        local: Option<DataPosition>,
+    },
+    /// `peer` reports master but is behind this node's data, which ran as master (an older
+    /// timeline, or one timeline and a smaller position): re-cloning from it would discard
+    /// writes this node acknowledged. Fenced until an operator runs `recover --force`.
+    PeerBehind {
+        peer: PeerId,
+        peer_timeline: Timeline,
+        peer_lsn: Lsn,
+        local: DataPosition,
+    },
 }
 
 impl Reason {
@@ -293,6 +346,12 @@ impl Reason {
             Reason::PromoteRefusedMasterHealthy { .. } => "promote_refused_master_healthy",
             Reason::StepDownRefusedNoReplica => "step_down_refused_no_replica",
             Reason::PeerOverloaded { .. } => "peer_overloaded",
+            Reason::LocalSilent { .. } => "local_silent",
+            Reason::Isolated { .. } => "isolated",
+            Reason::PeerReachable { .. } => "peer_reachable",
+            Reason::PeerOnNewerTimeline { .. } => "peer_on_newer_timeline",
+            Reason::PeerAhead { .. } => "peer_ahead",
+            Reason::PeerBehind { .. } => "peer_behind",
         }
     }
 
@@ -313,6 +372,19 @@ pub struct Describe<'a> {
 }
 
 /// Milliseconds as seconds for people: "15 s", "0.5 s", "1.25 s".
+/// "timeline 2 at 0/3000060, ran as master", or "no data".
+fn position(d: Option<DataPosition>) -> String {
+    match d {
+        Some(d) => format!(
+            "timeline {} at {}{}",
+            d.timeline,
+            d.lsn,
+            if d.was_master { ", ran as master" } else { "" }
+        ),
+        None => "no data".to_string(),
+    }
+}
+
 pub fn secs(ms: u64) -> String {
     if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
@@ -559,6 +631,68 @@ impl std::fmt::Display for Describe<'_> {
                 f,
                 "{} answers but is overloaded (too many connections or out of resources), so its role is unknown and it may be the master: waiting for it rather than leading",
                 c.peer_name(peer)
+            ),
+            Reason::LocalSilent {
+                silent_ms,
+                bound_ms,
+                last,
+            } => write!(
+                f,
+                "local postgres gave no sign of life for {} (master_give_up {}; last: {}): it may be hung with backends still committing; killing them before the replica may promote",
+                secs(silent_ms),
+                secs(bound_ms),
+                last.map_or("nothing", |r| r.name())
+            ),
+            Reason::Isolated {
+                peer,
+                silent_ms,
+                bound_ms,
+            } => write!(
+                f,
+                "no answer from {} (postgres or daemon) for {} (master_give_up {}), a replica that could promote: stopping postgres so no write is acknowledged that a promotion would lose (isolation = \"fence\")",
+                c.peer_name(peer),
+                secs(silent_ms),
+                secs(bound_ms)
+            ),
+            Reason::PeerReachable { peer } => {
+                write!(f, "{} answers again: electing", c.peer_name(peer))
+            }
+            Reason::PeerOnNewerTimeline {
+                peer,
+                peer_timeline,
+                local_timeline,
+            } => write!(
+                f,
+                "{}'s data is on timeline {peer_timeline}, newer than this master's {local_timeline}: a promotion left this timeline behind; stopping and waiting for a master to rejoin",
+                c.peer_name(peer)
+            ),
+            Reason::PeerAhead {
+                peer,
+                peer_data,
+                peer_standing,
+                local,
+            } => write!(
+                f,
+                "{}'s data ({}) is more advanced than the local data ({}): waiting for it to lead{}",
+                c.peer_name(peer),
+                position(Some(peer_data)),
+                position(local),
+                if peer_standing == Standing::Held {
+                    " (it is held: fenced, halted, stepped down or isolated; `pgha recover` it, or `pgha recover --force` here to lead on the less advanced data)"
+                } else {
+                    ""
+                }
+            ),
+            Reason::PeerBehind {
+                peer,
+                peer_timeline,
+                peer_lsn,
+                local,
+            } => write!(
+                f,
+                "{} reports master on timeline {peer_timeline} at {peer_lsn}, behind the local data ({}) which ran as master: re-cloning would discard writes it acknowledged. Fenced: `pgha recover --force` re-clones anyway (the data is set aside)",
+                c.peer_name(peer),
+                position(Some(local))
             ),
         }
     }

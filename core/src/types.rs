@@ -212,6 +212,11 @@ pub enum OperatorRequest {
     /// master appears (it rejoins it) or an operator recovers it. Refused unless a peer
     /// answers as a healthy replica.
     StepDown,
+    /// `recover --force`: as [`OperatorRequest::Recover`] (also from `stepped_down` and
+    /// `isolated`), and until this node is master or replica again it may lead or re-clone
+    /// whatever the peers' data: a re-clone may then discard data that is ahead of the master
+    /// it follows (set aside per `[postgres] keep_discarded`, as every replaced data dir).
+    ForceRecover,
 }
 
 impl OperatorRequest {
@@ -222,6 +227,7 @@ impl OperatorRequest {
             OperatorRequest::Pause => "pause",
             OperatorRequest::Resume => "resume",
             OperatorRequest::StepDown => "step-down",
+            OperatorRequest::ForceRecover => "recover --force",
         }
     }
 }
@@ -247,6 +253,61 @@ pub enum Event {
     },
     /// An operator's request.
     Operator(OperatorRequest),
+    /// The result of a [`CommandKind::ProbePeerDaemon`]: the peer daemon's own report of
+    /// itself, or `None` when it did not answer (within `connect_timeout`, in 64 KiB) with one.
+    PeerDaemon {
+        id: CommandId,
+        peer: PeerId,
+        report: Option<PeerReport>,
+    },
+}
+
+/// Where a node's data is: what the election and the split-brain rule compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPosition {
+    pub timeline: Timeline,
+    /// The local postgres's last reported position (a master's WAL position, a replica's
+    /// replay position), else the control file's latest checkpoint.
+    pub lsn: Lsn,
+    /// The data last ran as a master: on its timeline it holds every write it acknowledged.
+    pub was_master: bool,
+}
+
+impl DataPosition {
+    /// The order of "more advanced": the newer timeline, then (on one timeline) data that ran
+    /// as master (a replica of it holds at most what it shipped), then the further position.
+    pub fn rank(self) -> (Timeline, bool, Lsn) {
+        (self.timeline, self.was_master, self.lsn)
+    }
+}
+
+/// How a peer stands, as its daemon reports it (`PeerReport::standing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Standing {
+    /// Master, or being made one (promoting, or started as master and not yet answering).
+    Leading,
+    /// Waiting to lead on its own data at the end of its wait (electing, discovering).
+    Electing,
+    /// A replica, or becoming one (cloning, starting as replica, waiting for a master).
+    Following,
+    /// Will not lead by itself until an operator or a master acts: fenced, halted, stepped
+    /// down, isolated.
+    Held,
+    /// Anything else (starting up, stopping).
+    Busy,
+}
+
+/// What a pgha daemon says of itself to its peers (`GET /status`, field `report`): the
+/// core's own view, so peers compare like with like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// Its `node.index`.
+    pub index: u32,
+    /// What its postgres is (or is being made).
+    pub role: Role,
+    pub standing: Standing,
+    /// Its data; `None` when its data dir is empty or not yet known.
+    pub data: Option<DataPosition>,
 }
 
 /// One call on a [`crate::Node`]: what the journal records and replay feeds back.
@@ -342,6 +403,10 @@ pub enum CommandKind {
     /// [`Failure::SameIndex`] when a peer claims this node's own index. Emitted before this
     /// node may bootstrap or lead; an unreachable peer is not a failure.
     CheckPeerIndex,
+    /// Ask this peer's daemon for its [`PeerReport`] (`GET /status`, bounded by
+    /// `connect_timeout` and 64 KiB). A probe: runs concurrently, answered by
+    /// [`Event::PeerDaemon`].
+    ProbePeerDaemon(PeerId),
 }
 
 impl CommandKind {
@@ -349,7 +414,10 @@ impl CommandKind {
     /// *action*: the shell runs actions one at a time in the order polled and reports each
     /// with [`Event::CommandDone`].
     pub fn is_probe(self) -> bool {
-        matches!(self, CommandKind::ProbeLocal | CommandKind::ProbePeer(_))
+        matches!(
+            self,
+            CommandKind::ProbeLocal | CommandKind::ProbePeer(_) | CommandKind::ProbePeerDaemon(_)
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -373,6 +441,7 @@ impl CommandKind {
             CommandKind::Unfence => "clear fence",
             CommandKind::RunHook(_) => "run hook",
             CommandKind::CheckPeerIndex => "check peer indexes",
+            CommandKind::ProbePeerDaemon(_) => "probe peer daemon",
         }
     }
 }

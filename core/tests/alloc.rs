@@ -78,6 +78,11 @@ fn steady(
                     peer,
                     result,
                 },
+                CommandKind::ProbePeerDaemon(peer) => Event::PeerDaemon {
+                    id: p.id,
+                    peer,
+                    report: None,
+                },
                 _ => unreachable!(),
             };
             *now += 3;

@@ -123,7 +123,7 @@ fn a_started_postgres_that_is_full_is_waited_for_not_declared_down() {
 fn a_full_postgres_started_as_master_that_sees_another_master_applies_the_split_brain_rule() {
     // It cannot say its role, but it was started as master: a peer master in sight is a
     // split-brain now, not once a probe gets through.
-    let mut s = Shell::new(ha(0));
+    let mut s = Shell::new(both_stop(ha(0)));
     s.handle(Event::Started(with_data(1, true)));
     s.run(16 * SEC, None, Some(ProbeResult::Refused));
     s.complete(|k| matches!(k, CommandKind::StartPostgres(StartAs::Master)));

@@ -360,7 +360,7 @@ fn a_paused_replica_does_not_promote() {
 
 #[test]
 fn two_masters_both_release_the_vip_stop_and_stay_fenced_under_the_seed_rule() {
-    let mut s = running_master();
+    let mut s = running_master_with(both_stop(ha(0)));
     s.run(SEC, master(1), Some(ProbeResult::Refused));
     s.run(SEC, master(1), master(2));
     assert_eq!(

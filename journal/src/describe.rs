@@ -59,6 +59,21 @@ pub fn input(i: &Input, c: &Config) -> String {
                 Err(f) => format!("#{} failed ({f:?}) after {duration_ms} ms", id.0),
             },
             Event::Operator(r) => format!("operator: {}", r.name()),
+            Event::PeerDaemon { peer, report, .. } => match report {
+                Some(r) => format!(
+                    "{} daemon: {:?}, {}{}",
+                    c.peer_name(*peer),
+                    r.standing,
+                    r.role.name(),
+                    r.data.map_or(String::new(), |d| format!(
+                        ", data tl {} {}{}",
+                        d.timeline,
+                        d.lsn,
+                        if d.was_master { " (was master)" } else { "" }
+                    ))
+                ),
+                None => format!("{} daemon: no answer", c.peer_name(*peer)),
+            },
         },
     }
 }
@@ -67,6 +82,7 @@ pub fn input(i: &Input, c: &Config) -> String {
 pub fn command(cmd: &Command, c: &Config) -> String {
     let what = match cmd.kind {
         CommandKind::ProbePeer(p) => format!("probe {}", c.peer_name(p)),
+        CommandKind::ProbePeerDaemon(p) => format!("probe {}'s daemon", c.peer_name(p)),
         CommandKind::StartPostgres(StartAs::Replica { upstream }) => {
             format!("start postgres as replica of {}", c.peer_name(upstream))
         }

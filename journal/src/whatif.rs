@@ -210,6 +210,7 @@ struct Alt {
     node: Node,
     local_probe: Option<CommandId>,
     peer_probe: [Option<CommandId>; MAX_PEERS],
+    daemon_probe: [Option<CommandId>; MAX_PEERS],
     /// Original command id -> the alternate's command of the same kind issued in the same step.
     matched: BTreeMap<CommandId, CommandId>,
     /// The local postgres as the alternate's own actions left it, once they differ from the
@@ -239,6 +240,11 @@ impl Alt {
                 CommandKind::ProbeLocal => self.local_probe = Some(c.id),
                 CommandKind::ProbePeer(p) => {
                     if let Some(slot) = self.peer_probe.get_mut(p.index()) {
+                        *slot = Some(c.id);
+                    }
+                }
+                CommandKind::ProbePeerDaemon(p) => {
+                    if let Some(slot) = self.daemon_probe.get_mut(p.index()) {
                         *slot = Some(c.id);
                     }
                 }
@@ -330,6 +336,7 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
         node: Node::new(config.clone()),
         local_probe: None,
         peer_probe: [None; MAX_PEERS],
+        daemon_probe: [None; MAX_PEERS],
         matched: BTreeMap::new(),
         local_override: None,
         last_local: None,
@@ -517,6 +524,11 @@ fn translate(alt: &mut Alt, e: Event, kinds: &BTreeMap<CommandId, CommandKind>) 
             id: alt.peer_probe.get_mut(peer.index())?.take()?,
             peer,
             result,
+        },
+        Event::PeerDaemon { peer, report, .. } => Event::PeerDaemon {
+            id: alt.daemon_probe.get_mut(peer.index())?.take()?,
+            peer,
+            report,
         },
         Event::CommandDone {
             id,

@@ -198,6 +198,11 @@ struct RawReplication {
     split_brain: Option<String>,
     #[serde(default)]
     topology: Option<String>,
+    /// Seconds; default derived from psql_error_count, connect_timeout and probe_interval.
+    #[serde(default)]
+    master_give_up: Option<f64>,
+    #[serde(default)]
+    isolation: Option<String>,
 }
 
 fn d_grace() -> f64 {
@@ -700,8 +705,8 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
         (true, None) => Topology::Star,
     };
     let split_brain = match repl.split_brain.as_deref() {
-        None | Some("both-stop") => SplitBrainRule::BothStop,
-        Some("older-timeline-steps-down") => SplitBrainRule::OlderTimelineStepsDown,
+        Some("both-stop") => SplitBrainRule::BothStop,
+        None | Some("older-timeline-steps-down") => SplitBrainRule::OlderTimelineStepsDown,
         Some(v) => {
             return Err(err(
                 file,
@@ -711,7 +716,27 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
             ));
         }
     };
+    let isolation = match repl.isolation.as_deref() {
+        None | Some("fence") => pgha_core::Isolation::Fence,
+        Some("keep-serving") => pgha_core::Isolation::KeepServing,
+        Some(v) => {
+            return Err(err(
+                file,
+                format!("replication.isolation = {v:?}: expected \"fence\" or \"keep-serving\""),
+            ));
+        }
+    };
     let grace_ms = secs(file, "replication.grace", repl.grace)?;
+    let connect_timeout_ms = secs(file, "replication.connect_timeout", repl.connect_timeout)?;
+    let probe_interval_ms = secs(file, "replication.probe_interval", repl.probe_interval)?;
+    let master_give_up_ms = match repl.master_give_up {
+        Some(v) => secs(file, "replication.master_give_up", v)?,
+        None => pgha_core::Config::default_master_give_up_ms(
+            repl.psql_error_count,
+            connect_timeout_ms,
+            probe_interval_ms,
+        ),
+    };
     let core = pgha_core::Config {
         name: node.name.clone(),
         index: raw.node.index,
@@ -726,11 +751,13 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
             Some(v) => secs(file, "replication.grace_stagger", v)?,
             None => (grace_ms / 3).min(5_000),
         },
-        connect_timeout_ms: secs(file, "replication.connect_timeout", repl.connect_timeout)?,
+        connect_timeout_ms,
         psql_error_count: repl.psql_error_count,
-        probe_interval_ms: secs(file, "replication.probe_interval", repl.probe_interval)?,
+        probe_interval_ms,
         transition_bound_ms: secs(file, "replication.transition_bound", repl.transition_bound)?,
         split_brain,
+        master_give_up_ms,
+        isolation,
         vip: raw.vip.is_some(),
         proxy: raw.pgbouncer.is_some(),
         hooks: raw

@@ -30,7 +30,7 @@ pub use world::{
     Fault, NodeRun, PgData, PgRole, Phase, Scenario, Stats, TraceItem, TraceLine, Violation, World,
 };
 
-use pgha_core::{OperatorRequest, SplitBrainRule, Timestamp, Topology};
+use pgha_core::{Isolation, OperatorRequest, SplitBrainRule, Timestamp, Topology};
 
 /// The outcome of one seed.
 #[derive(Debug)]
@@ -198,11 +198,19 @@ pub fn scenario(seed: u64, rng: &mut Rng) -> Scenario {
         faults.push((Timestamp(at + dur), Fault::Release(a)));
         end = end.max(at + dur);
     }
+    // The isolation rule, from a stream of its own for the same reason.
+    let mut own = Rng::new(seed ^ 0x1501_0000_1501_0000);
+    let isolation = if own.chance(0.5) {
+        Isolation::Fence
+    } else {
+        Isolation::KeepServing
+    };
     faults.sort_by_key(|&(t, _)| t);
     Scenario {
         nodes,
         topology: if ha { Topology::Ha } else { Topology::Star },
         split_brain,
+        isolation,
         fast,
         restart_with_data,
         vip: true,

@@ -4,9 +4,9 @@
 use std::collections::VecDeque;
 
 use pgha_core::{
-    Command, CommandId, CommandKind, Config, DataDir, Event, Failure, Input, LocalFacts, Lsn, Node,
-    OperatorRequest, PeerConfig, PeerId, ProbeResult, Reason, SplitBrainRule, StartAs, State,
-    StopMode, Timestamp, Topology, Transition,
+    Command, CommandId, CommandKind, Config, DataDir, Event, Failure, Input, Isolation, LocalFacts,
+    Lsn, Node, OperatorRequest, PeerConfig, PeerId, PeerReport, ProbeResult, Reason,
+    SplitBrainRule, StartAs, State, StopMode, Timestamp, Topology, Transition,
 };
 
 use crate::rng::Rng;
@@ -142,6 +142,7 @@ pub struct Scenario {
     pub nodes: usize,
     pub topology: Topology,
     pub split_brain: SplitBrainRule,
+    pub isolation: Isolation,
     pub fast: bool,
     /// Start from existing data (node 0 last master) instead of empty data dirs.
     pub restart_with_data: bool,
@@ -169,6 +170,8 @@ struct Delivery {
     id: CommandId,
     peer: Option<PeerId>,
     result: ProbeResult,
+    /// A peer daemon's report (`Some`: this delivery answers a `ProbePeerDaemon`).
+    report: Option<Option<PeerReport>>,
 }
 
 /// The simulated cluster.
@@ -494,6 +497,31 @@ impl World {
                     self.deliver(i, cmd.id, Some(p), result, d);
                 }
             }
+            CommandKind::ProbePeerDaemon(p) => {
+                let target = self.nodes[i].peer_of[p.index()];
+                if self.link_down(i, target) {
+                    return; // never answers: the core times it out
+                }
+                if let Some(pct) = self.loss
+                    && self.rng.range(1, 100) <= u64::from(pct)
+                {
+                    return;
+                }
+                // A dead daemon's port refuses at once: no report.
+                let report = self.nodes[target].core.as_ref().map(Node::report);
+                let d = self.rng.range(1, DELAY_MAX_MS) + self.rng.range(1, DELAY_MAX_MS);
+                self.seq += 1;
+                self.deliveries.push(Delivery {
+                    at: self.now.plus(d),
+                    seq: self.seq,
+                    node: i,
+                    daemon: self.nodes[i].daemon,
+                    id: cmd.id,
+                    peer: Some(p),
+                    result: ProbeResult::Refused,
+                    report: Some(report),
+                });
+            }
             _ => {
                 self.nodes[i].queue.push_back(cmd);
                 self.start_next_action(i);
@@ -518,6 +546,7 @@ impl World {
             id,
             peer,
             result,
+            report: None,
         };
         self.deliveries.push(d);
     }
@@ -988,12 +1017,17 @@ impl World {
             if self.nodes[d.node].daemon != d.daemon {
                 continue;
             }
-            let event = match d.peer {
-                None => Event::LocalProbe {
+            let event = match (d.peer, d.report) {
+                (Some(peer), Some(report)) => Event::PeerDaemon {
+                    id: d.id,
+                    peer,
+                    report,
+                },
+                (None, _) => Event::LocalProbe {
                     id: d.id,
                     result: d.result,
                 },
-                Some(peer) => Event::PeerProbe {
+                (Some(peer), None) => Event::PeerProbe {
                     id: d.id,
                     peer,
                     result: d.result,
@@ -1249,6 +1283,8 @@ fn node_config(s: &Scenario, i: usize, peer_of: &[usize]) -> Config {
         probe_interval_ms: interval,
         transition_bound_ms: if s.fast { 10_000 } else { 30_000 },
         split_brain: s.split_brain,
+        master_give_up_ms: Config::default_master_give_up_ms(3, timeout, interval),
+        isolation: s.isolation,
         vip: s.vip,
         proxy: s.proxy,
         hooks: true,

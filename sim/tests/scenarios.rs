@@ -2,7 +2,7 @@
 //! out instead of drawn from a seed. Each checks every invariant as the sweep does, and
 //! then what an operator would look at: who is master, and how fast it got there.
 
-use pgha_core::{OperatorRequest, Reason, SplitBrainRule, State, Timestamp, Topology};
+use pgha_core::{Isolation, OperatorRequest, Reason, SplitBrainRule, State, Timestamp, Topology};
 use pgha_sim::{Fault, Outcome, Rng, Scenario, TraceItem, run_scenario};
 
 const SEC: u64 = 1000;
@@ -17,6 +17,7 @@ fn cluster(nodes: usize, topology: Topology, fast: bool, faults: Vec<(u64, Fault
         nodes,
         topology,
         split_brain: SplitBrainRule::BothStop,
+        isolation: Isolation::KeepServing,
         fast,
         restart_with_data: false,
         vip: true,

@@ -14,6 +14,8 @@ pub struct Shell {
     pub pending: Vec<Command>,
     pub transitions: Vec<Transition>,
     pub all_commands: Vec<Command>,
+    /// What each peer's daemon reports when probed (`None`: it does not answer).
+    pub reports: [Option<PeerReport>; MAX_PEERS],
 }
 
 impl Shell {
@@ -24,6 +26,7 @@ impl Shell {
             pending: Vec::new(),
             transitions: Vec::new(),
             all_commands: Vec::new(),
+            reports: [None; MAX_PEERS],
         }
     }
 
@@ -114,6 +117,14 @@ impl Shell {
                             result,
                         });
                     }
+                }
+                CommandKind::ProbePeerDaemon(peer) => {
+                    let report = self.reports[peer.index()];
+                    self.handle(Event::PeerDaemon {
+                        id: c.id,
+                        peer,
+                        report,
+                    });
                 }
                 _ => unreachable!(),
             }
@@ -245,7 +256,18 @@ pub fn running_replica() -> Shell {
 }
 
 pub fn running_master() -> Shell {
-    let mut s = Shell::new(ha(0));
+    running_master_with(ha(0))
+}
+
+/// The seed's split-brain rule (both masters stop), no longer the default.
+pub fn both_stop(mut c: Config) -> Config {
+    c.split_brain = SplitBrainRule::BothStop;
+    c
+}
+
+/// db0 as master (bootstrapped by initdb) with `config`.
+pub fn running_master_with(config: Config) -> Shell {
+    let mut s = Shell::new(config);
     s.start(empty());
     s.advance_to(6 * SEC + 1);
     s.complete(|k| *k == CommandKind::InitDataDir);

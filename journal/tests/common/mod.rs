@@ -38,7 +38,11 @@ pub fn promote(dir: Option<&Path>) -> Cluster {
 /// db0 is cut off the network; db1 promotes; the network heals; both masters see each
 /// other and both stop (the seed's both-stop rule).
 pub fn split_brain(dir: Option<&Path>) -> Cluster {
-    let mut c = Cluster::ha_pair(dir, |_| {});
+    // The seed's rule, and a master that keeps serving when cut off: both masters meet.
+    let mut c = Cluster::ha_pair(dir, |c| {
+        c.split_brain = pgha_core::SplitBrainRule::BothStop;
+        c.isolation = pgha_core::Isolation::KeepServing;
+    });
     c.bootstrap().expect("bootstrap");
     c.nodes[0].reachable = false;
     c.run_for(30_000).expect("run");

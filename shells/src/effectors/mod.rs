@@ -238,7 +238,9 @@ impl Effectors {
                 }
                 None => Ok(()),
             },
-            CommandKind::ProbeLocal | CommandKind::ProbePeer(_) => Err(Failure::Refused),
+            CommandKind::ProbeLocal
+            | CommandKind::ProbePeer(_)
+            | CommandKind::ProbePeerDaemon(_) => Err(Failure::Refused),
         }
     }
 }
