@@ -147,7 +147,7 @@ impl Config {
 
     /// The default `master_give_up`: the takeover bound less one probe interval (the master's
     /// last sign of life may come that much later than the replica's) and the stop allowance.
-    /// 11.5 s with the seed's timings (3 x 5 s, 1 s), 1.05 s with 3 x 0.5 s, 0.2 s.
+    /// 12 s with the seed's timings (3 x 5 s, 1 s), 1.05 s with 3 x 0.5 s, 0.2 s.
     pub fn default_master_give_up_ms(
         psql_error_count: u32,
         connect_timeout_ms: u64,
