@@ -211,11 +211,20 @@ impl Node {
             } => Standing::Held,
             State::Init | State::Initializing | State::SteppingDown { .. } => Standing::Busy,
         };
+        let (upstream, upstream_failures) = match self.state {
+            State::Replica { upstream } => (
+                self.config.peers.get(upstream.index()).map(|p| p.index),
+                self.peers[upstream.index()].failures.count,
+            ),
+            _ => (None, 0),
+        };
         PeerReport {
             index: self.config.index,
             role: self.role(),
             standing,
             data: self.position(),
+            upstream,
+            upstream_failures,
         }
     }
 
@@ -682,7 +691,16 @@ impl Node {
                 ProbeResult::Master { timeline, lsn } => {
                     self.master_found(now, peer, timeline, lsn)
                 }
-                _ if health != Health::Failed => self.rejoin_after_isolation(now, peer),
+                // Its postgres answers; unless its daemon last said it is counting failed
+                // probes of this node (it may promote), elect.
+                _ if health != Health::Failed
+                    && !matches!(
+                        self.daemons[i].last,
+                        Some((_, Some(r))) if r.upstream_failures > 0
+                    ) =>
+                {
+                    self.rejoin_after_isolation(now, peer)
+                }
                 _ => {}
             },
             State::Master => {
@@ -1125,6 +1143,10 @@ impl Node {
         };
         slot.answered_at = Some(now);
         slot.seen = Some((r.role, r.standing));
+        let limit = self.config.psql_error_count;
+        let losing_sight = r.upstream == Some(self.config.index)
+            && r.upstream_failures > 0
+            && r.upstream_failures + 1 >= limit;
         match self.state {
             State::Master if !self.paused => {
                 // A promotion left this timeline behind, whatever the peer does now
@@ -1138,9 +1160,24 @@ impl Node {
                         local_timeline: local,
                     };
                     self.step_down(now, AfterStop::WaitForMaster, StopMode::Immediate, reason);
+                } else if losing_sight
+                    && self.config.topology == Topology::Ha
+                    && self.config.isolation == Isolation::Fence
+                {
+                    // One more failed probe and the replica promotes, though this master hears
+                    // it: stop now, as when it hears nothing at all.
+                    let reason = Reason::ReplicaLosingSight {
+                        peer,
+                        failures: r.upstream_failures,
+                    };
+                    self.step_down(now, AfterStop::Isolate, StopMode::Immediate, reason);
                 }
             }
-            State::Isolated => self.rejoin_after_isolation(now, peer),
+            // A peer that is (or becomes) master is rejoined when its postgres says so; one
+            // still counting failed probes of this node may promote: stay stopped.
+            State::Isolated if r.standing != Standing::Leading && r.upstream_failures == 0 => {
+                self.rejoin_after_isolation(now, peer)
+            }
             _ => {}
         }
     }

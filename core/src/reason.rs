@@ -300,6 +300,10 @@ pub enum Reason {
         peer_lsn: Lsn,
         local: DataPosition,
     },
+    /// `peer`, a replica of this master, reports `failures` consecutive failed probes of it:
+    /// one more and it promotes, though this master hears it (a one-way partition). With
+    /// isolation = "fence" the master stops now, as when it hears nothing at all.
+    ReplicaLosingSight { peer: PeerId, failures: u32 },
 }
 
 impl Reason {
@@ -352,6 +356,7 @@ impl Reason {
             Reason::PeerOnNewerTimeline { .. } => "peer_on_newer_timeline",
             Reason::PeerAhead { .. } => "peer_ahead",
             Reason::PeerBehind { .. } => "peer_behind",
+            Reason::ReplicaLosingSight { .. } => "replica_losing_sight",
         }
     }
 
@@ -693,6 +698,11 @@ impl std::fmt::Display for Describe<'_> {
                 "{} reports master on timeline {peer_timeline} at {peer_lsn}, behind the local data ({}) which ran as master: re-cloning would discard writes it acknowledged. Fenced: `pgha recover --force` re-clones anyway (the data is set aside)",
                 c.peer_name(peer),
                 position(Some(local))
+            ),
+            Reason::ReplicaLosingSight { peer, failures } => write!(
+                f,
+                "{} reports {failures} consecutive failed probes of this master: one more and it promotes, though this master hears it (a one-way partition); stopping postgres so no write is acknowledged that the promotion would lose (isolation = \"fence\")",
+                c.peer_name(peer)
             ),
         }
     }

@@ -308,6 +308,11 @@ pub struct PeerReport {
     pub standing: Standing,
     /// Its data; `None` when its data dir is empty or not yet known.
     pub data: Option<DataPosition>,
+    /// A replica's upstream (the index of the node it follows) and its current run of failed
+    /// probes of it: a master whose replica can no longer see it (a one-way partition) knows
+    /// the replica is counting towards a promotion.
+    pub upstream: Option<u32>,
+    pub upstream_failures: u32,
 }
 
 /// One call on a [`crate::Node`]: what the journal records and replay feeds back.

@@ -22,6 +22,8 @@ fn report(
             lsn: Lsn(lsn),
             was_master,
         }),
+        upstream: None,
+        upstream_failures: 0,
     }
 }
 
@@ -175,6 +177,31 @@ fn an_isolated_master_that_finds_the_replica_promoted_rejoins_it() {
     s.run(SEC, master(1), replica(1));
     s.run(20 * SEC, master(1), None);
     s.complete(|k| matches!(k, CommandKind::StopPostgres(_)));
+    s.run(2 * SEC, None, master(2));
+    assert_eq!(s.state(), State::Cloning { from: PeerId(0) });
+}
+
+#[test]
+fn a_master_whose_replica_cannot_see_it_stops_before_the_replica_promotes() {
+    // A one-way partition: this master hears the replica, the replica's probes of it time out.
+    let mut s = running_master();
+    s.run(SEC, master(1), replica(1));
+    let mut r = report(1, Role::Replica, Standing::Following, Some((1, 100, false)));
+    r.upstream = Some(0);
+    r.upstream_failures = 1;
+    s.reports[0] = Some(r);
+    s.run(2 * SEC, master(1), replica(1));
+    assert_eq!(s.state(), State::Master, "one failure of three: not yet");
+    r.upstream_failures = 2;
+    s.reports[0] = Some(r);
+    s.run(2 * SEC, master(1), replica(1));
+    assert!(reason_codes(&s).contains(&"replica_losing_sight"));
+    s.complete(|k| matches!(k, CommandKind::StopPostgres(StopMode::Immediate)));
+    assert_eq!(s.state(), State::Isolated);
+    // While the replica still counts failures of it, it stays stopped; once the replica
+    // promoted, it rejoins it.
+    s.run(5 * SEC, None, replica(1));
+    assert_eq!(s.state(), State::Isolated);
     s.run(2 * SEC, None, master(2));
     assert_eq!(s.state(), State::Cloning { from: PeerId(0) });
 }
