@@ -1076,7 +1076,9 @@ impl Node {
     /// replica promotes `takeover_bound` after its last answer at the earliest, and the
     /// give-up inequality (Config::validate) puts this deadline, and the kill, before it.
     fn local_give_up_at(&self) -> Option<Timestamp> {
-        if self.paused {
+        // Only a replica that promotes by itself races a hung master (HA topology): elsewhere
+        // a stalled postgres is left to the failure count, not killed.
+        if self.paused || self.config.topology != Topology::Ha {
             return None;
         }
         let applies = match self.state {
