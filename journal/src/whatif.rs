@@ -25,6 +25,7 @@ use pgha_core::{
 };
 use serde::Serialize;
 
+use crate::codec::{CODEC_VERSION, changes_since};
 use crate::read::{JournalFile, Run};
 use crate::replay::apply;
 use crate::time::{duration, format_utc, format_utc_time};
@@ -67,6 +68,9 @@ pub struct RunWhatIf {
     pub end_wall_ms: u64,
     /// Why the run could not be compared (for example it starts from a snapshot).
     pub skipped: Option<String>,
+    /// For a run an older pgha wrote: how it was compared, and that differences may come
+    /// from the newer core rather than the settings.
+    pub note: Option<String>,
     /// The row and a text of the first step whose outputs differ.
     pub first_difference: Option<(u64, String)>,
     pub original: Vec<Decision>,
@@ -119,6 +123,9 @@ impl std::fmt::Display for WhatIfReport {
             if let Some(why) = &r.skipped {
                 writeln!(f, "  skipped: {why}")?;
                 continue;
+            }
+            if let Some(note) = &r.note {
+                writeln!(f, "  note: {note}")?;
             }
             match &r.first_difference {
                 None => {
@@ -179,7 +186,11 @@ pub fn what_if(
 ) -> Result<WhatIfReport, JournalError> {
     // Check the settings once, even for a journal without runs.
     let mut probe = Config::ha_pair("a", 0, "b", 1);
-    if let Some(r) = file.runs.first() {
+    if let Some(r) = file
+        .runs
+        .iter()
+        .find(|r| r.header.config.validate().is_ok())
+    {
         probe = r.header.config.clone();
     }
     apply_settings(&mut probe, settings)?;
@@ -315,13 +326,14 @@ impl Alt {
 fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, JournalError> {
     let recorded = &run.header.config;
     let mut config = recorded.clone();
-    apply_settings(&mut config, settings)?;
+    let older = run.older_writer();
     let mut out = RunWhatIf {
         run: run.number,
         node: run.header.node.clone(),
         start_wall_ms: run.wall_ms,
         end_wall_ms: run.steps.last().map_or(run.wall_ms, |s| s.wall_ms),
         skipped: None,
+        note: None,
         first_difference: None,
         original: Vec::new(),
         alternate: Vec::new(),
@@ -331,6 +343,21 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
         out.skipped = Some("the run's start was pruned (it begins at a snapshot)".into());
         return Ok(out);
     }
+    if let Some(w) = &older {
+        if let Err(e) = recorded.validate() {
+            out.skipped = Some(format!(
+                "written by {w}, whose timings fail this pgha's check ({e}): this pgha's core cannot run it"
+            ));
+            return Ok(out);
+        }
+        out.note = Some(format!(
+            "written by {w}: replayed with this pgha's core, which {} (codec {CODEC_VERSION}); \
+             its commands are compared by kind without its peer daemon probes, its transitions \
+             by state and reason code; differences may come from the newer core, not the settings",
+            changes_since(run.header.codec_version)
+        ));
+    }
+    apply_settings(&mut config, settings)?;
     let mut orig = Node::new(recorded.clone());
     let mut alt = Alt {
         node: Node::new(config.clone()),
@@ -421,7 +448,16 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
             let at = at.max(last.0);
             let wall = wall_at(last.0, last.1, at);
             let (ts, cs) = alt.run(at, wall, input, &config, &[]);
-            if out.first_difference.is_none() && (!ts.is_empty() || !cs.is_empty()) {
+            // An older core's run: this core's own peer daemon probes are no difference.
+            let own_probes_only = older.is_some()
+                && ts.is_empty()
+                && cs
+                    .iter()
+                    .all(|c| matches!(c.kind, CommandKind::ProbePeerDaemon(_)));
+            if out.first_difference.is_none()
+                && (!ts.is_empty() || !cs.is_empty())
+                && !own_probes_only
+            {
                 out.first_difference = Some((
                     step.seq,
                     format!(
@@ -452,10 +488,28 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
         last = (now, step.wall_ms);
         let (ts, cs) = produced.unwrap_or_default();
         if out.first_difference.is_none() {
-            let same_t = ts.len() == step.transitions.len()
-                && ts.iter().zip(&step.transitions).all(|(a, b)| *a == b.value);
-            let same_c = cs.len() == step.commands.len()
-                && cs.iter().zip(&step.commands).all(|(a, b)| *a == b.value);
+            let (same_t, same_c) = if older.is_none() {
+                (
+                    ts.len() == step.transitions.len()
+                        && ts.iter().zip(&step.transitions).all(|(a, b)| *a == b.value),
+                    cs.len() == step.commands.len()
+                        && cs.iter().zip(&step.commands).all(|(a, b)| *a == b.value),
+                )
+            } else {
+                // An older core's run: command ids and reasons that name them differ once
+                // this core issues its peer daemon probes.
+                let t = |t: &Transition| (t.at, t.from, t.to, t.reason.code());
+                let kinds = cs
+                    .iter()
+                    .map(|c| c.kind)
+                    .filter(|k| !matches!(k, CommandKind::ProbePeerDaemon(_)));
+                (
+                    ts.iter()
+                        .map(t)
+                        .eq(step.transitions.iter().map(|r| t(&r.value))),
+                    kinds.eq(step.commands.iter().map(|c| c.value.kind)),
+                )
+            };
             if !same_t || !same_c {
                 let rec_t: Vec<Transition> = step.transitions.iter().map(|t| t.value).collect();
                 out.first_difference = Some((
