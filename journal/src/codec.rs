@@ -28,15 +28,15 @@ pub const CODEC_VERSION: u32 = 2;
 /// The oldest version this build decodes.
 pub const OLDEST_CODEC_VERSION: u32 = 1;
 
-/// What the core that writes [`CODEC_VERSION`] does that the core of codec `version` did not
-/// (why its runs do not replay exactly).
+/// What the core of [`CODEC_VERSION`] adds to the core of codec `version` (why a run of
+/// that codec does not replay exactly).
 pub fn changes_since(version: u32) -> &'static str {
     match version {
         1 => {
-            "it also probes the peer daemons, gives up on a silent local postgres \
-             (master_give_up), may fence an isolated master, and elects by data position"
+            "peer daemon probes, the master give-up on a silent local postgres, the isolation \
+             fence and elections by data position"
         }
-        _ => "its decisions changed",
+        _ => "other decisions",
     }
 }
 

@@ -126,9 +126,9 @@ pub fn replay(file: &JournalFile) -> Result<ReplayReport, JournalError> {
                 run: run.number,
                 writer,
                 why: format!(
-                    "an older core decided it, which this pgha's core (codec {}) is not \
-                     expected to reproduce exactly ({}); its rows were verified and decoded, and \
-                     `pgha explain` reads it",
+                    "an older core decided it; this pgha's core (codec {}) adds {}, so it is not \
+                     expected to reproduce the run exactly. Its rows were verified and decoded, \
+                     and `pgha explain` reads it",
                     codec::CODEC_VERSION,
                     codec::changes_since(run.header.codec_version)
                 ),

@@ -351,8 +351,8 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
             return Ok(out);
         }
         out.note = Some(format!(
-            "written by {w}: replayed with this pgha's core, which {} (codec {CODEC_VERSION}); \
-             its commands are compared by kind without its peer daemon probes, its transitions \
+            "written by {w}: replayed with this pgha's core (codec {CODEC_VERSION}), which adds \
+             {}; its commands are compared by kind without its peer daemon probes, its transitions \
              by state and reason code; differences may come from the newer core, not the settings",
             changes_since(run.header.codec_version)
         ));
