@@ -228,7 +228,8 @@ struct Alt {
     /// recording's (`None`: the recorded local probe results apply).
     local_override: Option<ProbeResult>,
     last_local: Option<ProbeResult>,
-    /// Outcomes synthesised for alternate actions the recording has no outcome for.
+    /// Outcomes synthesised for alternate actions the recording has no outcome for, and
+    /// answers to its local probes once its local postgres is its own (`local_override`).
     synthetic: Vec<(Timestamp, Command, Result<(), Failure>, u64)>,
     /// Per command kind: (outcome, duration) of the recording's first such command.
     typical: BTreeMap<String, (Result<(), Failure>, u64)>,
@@ -248,6 +249,12 @@ impl Alt {
         let mut orig_unmatched: Vec<Command> = recorded.to_vec();
         for c in &cs {
             match c.kind {
+                // Once the alternate's local postgres is its own, it answers for itself: the
+                // recording may have no local probe then (the original had stopped it).
+                CommandKind::ProbeLocal if self.local_override.is_some() => {
+                    self.local_probe = None;
+                    self.synthetic.push((now.plus(1), *c, Ok(()), 1));
+                }
                 CommandKind::ProbeLocal => self.local_probe = Some(c.id),
                 CommandKind::ProbePeer(p) => {
                     if let Some(slot) = self.peer_probe.get_mut(p.index()) {
@@ -427,17 +434,26 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
                 (Some(s), _) => {
                     let k = alt.synthetic.iter().position(|x| x.0 == s).unwrap_or(0);
                     let (_, c, outcome, took) = alt.synthetic.remove(k);
-                    if outcome.is_ok() {
-                        alt.effect(c.kind);
+                    if c.kind == CommandKind::ProbeLocal {
+                        let result = alt
+                            .local_override
+                            .or(alt.last_local)
+                            .unwrap_or(ProbeResult::Refused);
+                        alt.last_local = Some(result);
+                        (s, Input::Event(Event::LocalProbe { id: c.id, result }))
+                    } else {
+                        if outcome.is_ok() {
+                            alt.effect(c.kind);
+                        }
+                        (
+                            s,
+                            Input::Event(Event::CommandDone {
+                                id: c.id,
+                                outcome,
+                                duration_ms: took,
+                            }),
+                        )
                     }
-                    (
-                        s,
-                        Input::Event(Event::CommandDone {
-                            id: c.id,
-                            outcome,
-                            duration_ms: took,
-                        }),
-                    )
                 }
                 (None, Some(d)) => (d, Input::Timeout),
                 (None, None) => break,
