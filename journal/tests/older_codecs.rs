@@ -198,3 +198,56 @@ fn todays_pgha_appends_a_codec_2_run_to_a_codec_1_journal_and_marks_the_file_for
     let store = Store::open_read(&path).expect("open");
     assert_eq!(store.head().codec_version, CODEC_VERSION);
 }
+
+#[test]
+fn a_codec_1_run_whose_timings_fail_todays_give_up_check_still_opens_and_what_if_says_why_it_skips_it()
+ {
+    // A codec 1 header (as pgha 58cacff wrote it) with psql_error_count 1 and connect_timeout
+    // 1 s: valid then, but the give-up its timings imply today is 0 s (too soon).
+    let hex = "03646231036462310101036462300001fb983afb8813fbe80301fbe803fb307500000000195b7265706c69636174696f6e5d0a6772616365203d2031350a05302e312e3001";
+    let header: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    let dir = common::tempdir("codec1-tight");
+    let path = dir.join("db1.journal");
+    let mut store = Store::create(&path).expect("create");
+    let facts = LocalFacts {
+        data_dir: DataDir::Empty { held_data: false },
+        postgres_running: false,
+        fenced: false,
+    };
+    let row = |kind, payload| pgha_journal::store::NewRow {
+        run: 1,
+        wall_ms: 1_714_559_400_000,
+        mono_ms: 0,
+        node: "db1".into(),
+        kind,
+        state_before: None,
+        state_after: None,
+        role: None,
+        reason_code: None,
+        reason: None,
+        payload,
+    };
+    use pgha_journal::store::Kind;
+    store
+        .append(&[
+            row(Kind::Run, header),
+            row(
+                Kind::Input,
+                codec::encode_input(&Input::Event(Event::Started(facts))),
+            ),
+        ])
+        .expect("append");
+    drop(store);
+    let f = JournalFile::read(&path).expect("a codec 1 run with tight timings opens");
+    let c = &f.runs[0].header.config;
+    assert_eq!((c.psql_error_count, c.connect_timeout_ms), (1, 1_000));
+    assert!(c.validate().is_err(), "today's give-up check fails");
+    let r = replay::replay(&f).expect("replay");
+    assert_eq!(r.skipped.len(), 1, "{r}");
+    let w = whatif::what_if(&f, &[]).expect("what-if");
+    let why = w.runs[0].skipped.as_deref().unwrap_or_default();
+    assert!(why.contains("master_give_up"), "{w}");
+}
