@@ -47,6 +47,9 @@ pub use config::{
     Config, ConfigError, ConfigWarning, Isolation, MAX_ERROR_COUNT, MAX_PEERS, PeerConfig,
     SplitBrainRule, Topology,
 };
+/// Older journal codecs' shapes of [`Config`] and [`Node`], for the journal's decoders only.
+#[doc(hidden)]
+pub use node::legacy;
 pub use node::{COMMAND_QUEUE, Node, TRANSITION_QUEUE};
 pub use reason::{AfterStop, Failures, Reason, State, Transition};
 pub use types::*;

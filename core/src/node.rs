@@ -11,6 +11,9 @@ use crate::{
     Role, SplitBrainRule, Standing, StartAs, StopMode, Timeline, Timestamp, Topology,
 };
 
+#[doc(hidden)]
+pub mod legacy;
+
 /// The most commands one input can produce: a probe per server and a handful of actions.
 /// The queue is allocated once at this size; the drain contract keeps it from growing.
 pub const COMMAND_QUEUE: usize = 32;

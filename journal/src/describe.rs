@@ -1,6 +1,8 @@
 //! One-line texts for the `reason` column of input and command rows.
 
-use pgha_core::{Command, CommandKind, Config, Event, Input, ProbeResult, ProxyTarget, StartAs};
+use pgha_core::{
+    Command, CommandKind, Config, Event, Input, ProbeResult, ProxyTarget, Standing, StartAs,
+};
 
 pub fn probe(r: &ProbeResult) -> String {
     match *r {
@@ -11,6 +13,17 @@ pub fn probe(r: &ProbeResult) -> String {
             ..
         } => format!("replica tl {timeline} {replay_lsn}"),
         other => other.name().to_string(),
+    }
+}
+
+/// How a peer daemon says it stands (its report's `standing`), in words.
+fn standing(s: Standing) -> &'static str {
+    match s {
+        Standing::Leading => "leading",
+        Standing::Electing => "electing",
+        Standing::Following => "following",
+        Standing::Held => "held",
+        Standing::Busy => "busy",
     }
 }
 
@@ -61,9 +74,9 @@ pub fn input(i: &Input, c: &Config) -> String {
             Event::Operator(r) => format!("operator: {}", r.name()),
             Event::PeerDaemon { peer, report, .. } => match report {
                 Some(r) => format!(
-                    "{} daemon: {:?}, {}{}",
+                    "{} daemon: {}, {}{}",
                     c.peer_name(*peer),
-                    r.standing,
+                    standing(r.standing),
                     r.role.name(),
                     r.data.map_or(String::new(), |d| format!(
                         ", data tl {} {}{}",

@@ -3,7 +3,9 @@
 //!
 //! * [`timeline`]: every state change and operator request, each with its reason;
 //! * [`failovers`]: per promotion (or grace-expired self-election), detection, decision,
-//!   promotion and first-answer times and every action with its duration and outcome;
+//!   promotion and first-answer times and every action with its duration and outcome; and per
+//!   master that stopped on its own for want of news (an isolation stop, a silent local
+//!   postgres), detection, decision and stop times;
 //! * [`why`]: the causal chain of one transition, with the evidence, the settings that
 //!   applied and what would have prevented it (checked by a what-if replay);
 //! * [`clock_bounds`]: bounds on the nodes' clock differences, from role changes that one
@@ -12,8 +14,8 @@
 use std::collections::BTreeMap;
 
 use pgha_core::{
-    Command, CommandId, CommandKind, Config, Event, Input, ProbeResult, Reason, StartAs, State,
-    Transition,
+    Command, CommandId, CommandKind, Config, Event, Input, PeerId, PeerReport, ProbeResult, Reason,
+    Role, Standing, StartAs, State, Timeline, Transition,
 };
 use serde::Serialize;
 
@@ -50,6 +52,25 @@ fn is_notable(t: &Transition) -> bool {
     t.from.name() != t.to.name()
         || matches!(t.reason, Reason::Operator { .. })
         || t.reason.is_refusal()
+}
+
+/// The notable transitions of a run, as (step, transition) indexes: state changes, operator
+/// requests and refusals, and the first of a series of waits for a peer whose data is ahead
+/// (an election that waits on rather than leading; repeated each round while it waits).
+fn notable(run: &Run) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut prev: Option<&Transition> = None;
+    for (si, step) in run.steps.iter().enumerate() {
+        for (ti, t) in step.transitions.iter().enumerate() {
+            let waits = matches!(t.value.reason, Reason::PeerAhead { .. })
+                && !prev.is_some_and(|p| matches!(p.reason, Reason::PeerAhead { .. }));
+            if is_notable(&t.value) || waits {
+                out.push((si, ti));
+            }
+            prev = Some(&t.value);
+        }
+    }
+    out
 }
 
 fn entry(file: usize, run: &Run, step: &RecordedStep, seq: u64, t: &Transition) -> TimelineEntry {
@@ -128,12 +149,9 @@ pub fn timeline(files: &[JournalFile]) -> Vec<TimelineEntry> {
     let mut out = Vec::new();
     for (fi, f) in files.iter().enumerate() {
         for run in &f.runs {
-            for step in &run.steps {
-                for t in &step.transitions {
-                    if is_notable(&t.value) {
-                        out.push(entry(fi, run, step, t.seq, &t.value));
-                    }
-                }
+            for (si, ti) in notable(run) {
+                let (step, t) = (&run.steps[si], &run.steps[si].transitions[ti]);
+                out.push(entry(fi, run, step, t.seq, &t.value));
             }
             if let Some(stop) = &run.stop {
                 out.push(stop_entry(fi, run, stop));
@@ -394,19 +412,31 @@ pub struct ActionLine {
     pub outcome: String,
 }
 
-/// One failover, as seen by the node that took over.
+/// One failover, as seen by the node that took over; or a master's stop for want of news
+/// (`stopped_utc`), as seen by that master.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Failover {
     pub node: String,
     pub seq: u64,
     pub kind: String,
     pub reason: String,
+    /// The first failed probe; for a stop, the last sign of life it waited for.
     pub detection_utc: String,
     pub decision_utc: String,
     pub promoted_utc: Option<String>,
     pub first_answer_as_master_utc: Option<String>,
     pub detection_to_master_ms: Option<u64>,
+    /// A stop: when postgres was stopped, and how long after detection.
+    pub stopped_utc: Option<String>,
+    pub detection_to_stopped_ms: Option<u64>,
     pub actions: Vec<ActionLine>,
+}
+
+impl Failover {
+    /// A master's own stop (an isolation stop, a silent local postgres), not a takeover.
+    pub fn is_stop(&self) -> bool {
+        self.kind.ends_with("stop")
+    }
 }
 
 fn mono_to_wall(step: &RecordedStep, mono: u64) -> u64 {
@@ -430,6 +460,10 @@ pub fn failovers(files: &[JournalFile]) -> Vec<Failover> {
                             },
                             Reason::GraceExpired { .. },
                         ) => "self-election (grace expired)",
+                        (State::SteppingDown { .. }, Reason::Isolated { .. }) => "isolation stop",
+                        (State::SteppingDown { .. }, Reason::LocalSilent { .. }) => {
+                            "silent local postgres stop"
+                        }
                         _ => continue,
                     };
                     let detection = match tv.reason {
@@ -440,6 +474,10 @@ pub fn failovers(files: &[JournalFile]) -> Vec<Failover> {
                             .unwrap_or(step.wall_ms),
                         Reason::GraceExpired { waited_ms, .. } => {
                             mono_to_wall(step, tv.at.0.saturating_sub(waited_ms))
+                        }
+                        Reason::Isolated { silent_ms, .. }
+                        | Reason::LocalSilent { silent_ms, .. } => {
+                            mono_to_wall(step, tv.at.0.saturating_sub(silent_ms))
                         }
                         _ => step.wall_ms,
                     };
@@ -453,8 +491,11 @@ pub fn failovers(files: &[JournalFile]) -> Vec<Failover> {
                         promoted_utc: None,
                         first_answer_as_master_utc: None,
                         detection_to_master_ms: None,
+                        stopped_utc: None,
+                        detection_to_stopped_ms: None,
                         actions: Vec::new(),
                     };
+                    let stop = fo.is_stop();
                     let mut open: BTreeMap<CommandId, (Command, u64, usize)> = BTreeMap::new();
                     for later in &run.steps[si..] {
                         if later.wall_ms > step.wall_ms + 300_000 {
@@ -495,6 +536,16 @@ pub fn failovers(files: &[JournalFile]) -> Vec<Failover> {
                                     if made_master && outcome.is_ok() && fo.promoted_utc.is_none() {
                                         fo.promoted_utc = Some(format_utc(later.wall_ms));
                                     }
+                                    let stopped = matches!(cmd.kind, CommandKind::StopPostgres(_));
+                                    if stop
+                                        && stopped
+                                        && outcome.is_ok()
+                                        && fo.stopped_utc.is_none()
+                                    {
+                                        fo.stopped_utc = Some(format_utc(later.wall_ms));
+                                        fo.detection_to_stopped_ms =
+                                            Some(later.wall_ms.saturating_sub(detection));
+                                    }
                                 }
                             }
                             Input::Event(Event::LocalProbe {
@@ -509,7 +560,12 @@ pub fn failovers(files: &[JournalFile]) -> Vec<Failover> {
                             }
                             _ => {}
                         }
-                        if fo.first_answer_as_master_utc.is_some() && open.is_empty() {
+                        let done = if stop {
+                            fo.stopped_utc.is_some()
+                        } else {
+                            fo.first_answer_as_master_utc.is_some()
+                        };
+                        if done && open.is_empty() {
                             break;
                         }
                     }
@@ -554,57 +610,67 @@ fn secs_setting(ms: u64) -> String {
     format!("{} s", ms as f64 / 1000.0)
 }
 
+/// A setting's value as the run's configuration had it.
+fn setting(c: &Config, key: &str) -> String {
+    match key {
+        "replication.psql_error_count" => c.psql_error_count.to_string(),
+        "replication.connect_timeout" => secs_setting(c.connect_timeout_ms),
+        "replication.probe_interval" => secs_setting(c.probe_interval_ms),
+        "replication.transition_bound" => secs_setting(c.transition_bound_ms),
+        "replication.grace" => secs_setting(c.grace_ms),
+        "replication.grace_stagger" => secs_setting(c.grace_stagger_ms),
+        "replication.split_brain" => c.split_brain.name().to_string(),
+        "replication.master_give_up" => secs_setting(c.master_give_up_ms),
+        "replication.isolation" => c.isolation.name().to_string(),
+        "index" => c.index.to_string(),
+        _ => "?".into(),
+    }
+}
+
 fn settings_for(reason: &Reason, c: &Config) -> Vec<(String, String)> {
-    let mut s = Vec::new();
-    let mut put = |k: &str, v: String| s.push((k.to_string(), v));
-    match reason {
+    let keys: &[&str] = match reason {
         Reason::MasterUnreachable { .. }
         | Reason::LocalDown { .. }
-        | Reason::MasterIsReplica { .. } => {
-            put(
-                "replication.psql_error_count",
-                c.psql_error_count.to_string(),
-            );
-            put(
-                "replication.connect_timeout",
-                secs_setting(c.connect_timeout_ms),
-            );
-            put(
-                "replication.probe_interval",
-                secs_setting(c.probe_interval_ms),
-            );
-            put(
-                "replication.transition_bound",
-                secs_setting(c.transition_bound_ms),
-            );
+        | Reason::MasterIsReplica { .. } => &[
+            "replication.psql_error_count",
+            "replication.connect_timeout",
+            "replication.probe_interval",
+            "replication.transition_bound",
+        ],
+        Reason::GraceExpired { .. } | Reason::DataPresent { .. } => &[
+            "replication.grace",
+            "replication.grace_stagger",
+            "index",
+            "replication.probe_interval",
+        ],
+        Reason::SplitBrain { .. } | Reason::PeerOnNewerTimeline { .. } => {
+            &["replication.split_brain", "replication.probe_interval"]
         }
-        Reason::GraceExpired { .. } | Reason::DataPresent { .. } => {
-            put("replication.grace", secs_setting(c.grace_ms));
-            put(
-                "replication.grace_stagger",
-                secs_setting(c.grace_stagger_ms),
-            );
-            put("index", c.index.to_string());
-            put(
-                "replication.probe_interval",
-                secs_setting(c.probe_interval_ms),
-            );
-        }
-        Reason::SplitBrain { .. } => {
-            put("replication.split_brain", c.split_brain.name().to_string());
-            put(
-                "replication.probe_interval",
-                secs_setting(c.probe_interval_ms),
-            );
-        }
-        _ => {
-            put(
-                "replication.probe_interval",
-                secs_setting(c.probe_interval_ms),
-            );
-        }
-    }
-    s
+        // The give-up inequality: master_give_up + probe_interval + stop allowance must not
+        // exceed psql_error_count x connect_timeout (the replica's takeover bound).
+        Reason::Isolated { .. } => &[
+            "replication.isolation",
+            "replication.master_give_up",
+            "replication.probe_interval",
+            "replication.connect_timeout",
+            "replication.psql_error_count",
+        ],
+        Reason::LocalSilent { .. } => &[
+            "replication.master_give_up",
+            "replication.probe_interval",
+            "replication.connect_timeout",
+            "replication.psql_error_count",
+        ],
+        Reason::PeerAhead { .. } => &[
+            "replication.grace",
+            "replication.connect_timeout",
+            "replication.probe_interval",
+        ],
+        _ => &["replication.probe_interval"],
+    };
+    keys.iter()
+        .map(|k| (k.to_string(), setting(c, k)))
+        .collect()
 }
 
 fn find_target<'a>(
@@ -704,26 +770,33 @@ pub fn why(files: &[JournalFile], target: &WhyTarget) -> Result<Why, JournalErro
     );
     // The chain: the node's state changes before this one in the run (the last 4).
     let mut chain = Vec::new();
-    for s in &run.steps[..si] {
-        for x in &s.transitions {
-            if is_notable(&x.value) {
-                chain.push(entry(fi, run, s, x.seq, &x.value));
-            }
-        }
+    for (xi, ti) in notable(run).into_iter().filter(|(xi, _)| *xi < si) {
+        let (s, x) = (&run.steps[xi], &run.steps[xi].transitions[ti]);
+        chain.push(entry(fi, run, s, x.seq, &x.value));
     }
     let keep = chain.len().saturating_sub(4);
     chain.drain(..keep);
     // Evidence: the probe results relevant to the reason, up to the transition.
+    let of_peer = |i: &Input, peer: PeerId| {
+        matches!(i, Input::Event(Event::PeerProbe { peer: p, .. }
+            | Event::PeerDaemon { peer: p, .. }) if *p == peer)
+    };
     let wanted: Box<dyn Fn(&Input) -> bool> = match tv.reason {
         Reason::MasterUnreachable { peer, .. }
         | Reason::MasterIsReplica { peer }
-        | Reason::SplitBrain { peer, .. } => Box::new(move |i: &Input| {
-            matches!(i, Input::Event(Event::PeerProbe { peer: p, .. }) if *p == peer)
-                || *i == Input::Timeout
-        }),
-        Reason::LocalDown { .. } | Reason::LocalAnswered { .. } => Box::new(|i: &Input| {
-            matches!(i, Input::Event(Event::LocalProbe { .. })) || *i == Input::Timeout
-        }),
+        | Reason::SplitBrain { peer, .. }
+        | Reason::Isolated { peer, .. } => {
+            Box::new(move |i: &Input| of_peer(i, peer) || *i == Input::Timeout)
+        }
+        Reason::PeerReachable { peer }
+        | Reason::PeerOnNewerTimeline { peer, .. }
+        | Reason::PeerAhead { peer, .. }
+        | Reason::PeerBehind { peer, .. } => Box::new(move |i: &Input| of_peer(i, peer)),
+        Reason::LocalDown { .. } | Reason::LocalAnswered { .. } | Reason::LocalSilent { .. } => {
+            Box::new(|i: &Input| {
+                matches!(i, Input::Event(Event::LocalProbe { .. })) || *i == Input::Timeout
+            })
+        }
         Reason::GraceExpired { .. }
         | Reason::MasterFound { .. }
         | Reason::MustClone { .. }
@@ -736,12 +809,14 @@ pub fn why(files: &[JournalFile], target: &WhyTarget) -> Result<Why, JournalErro
         }),
         _ => Box::new(|i: &Input| !matches!(i, Input::Timeout)),
     };
+    let repeated = repeated_reports(&run.steps[..=si]);
     let mut evidence = Vec::new();
-    for s in run.steps[..=si].iter().rev() {
+    for (k, s) in run.steps[..=si].iter().enumerate().rev() {
         if evidence.len() >= 10 {
             break;
         }
-        if !wanted(&s.input) {
+        // A peer daemon's report as before (its position aside) says nothing new.
+        if !wanted(&s.input) || repeated[k] {
             continue;
         }
         // A timer call matters only where it timed a probe out (it produced the failure).
@@ -774,6 +849,9 @@ pub fn why(files: &[JournalFile], target: &WhyTarget) -> Result<Why, JournalErro
             failures.last.map(|r| r.name()).unwrap_or("?")
         ));
     }
+    if let Reason::Isolated { peer, .. } = tv.reason {
+        evidence.push(last_news(&run.steps[..=si], peer, c));
+    }
     let settings = settings_for(&tv.reason, c);
     let prevention = prevention(files, fi, run, &tv);
     let elsewhere = timeline(files)
@@ -793,6 +871,76 @@ pub fn why(files: &[JournalFile], target: &WhyTarget) -> Result<Why, JournalErro
     })
 }
 
+/// What a peer daemon's report says, its position aside (it moves with every write).
+type ReportKey = Option<(Standing, Role, Option<(Timeline, bool)>)>;
+
+fn report_key(report: &Option<PeerReport>) -> ReportKey {
+    report.map(|r| {
+        (
+            r.standing,
+            r.role,
+            r.data.map(|d| (d.timeline, d.was_master)),
+        )
+    })
+}
+
+/// Per step: whether its input is a peer daemon's report that repeats that peer's previous
+/// one (position aside). Those are left out of the evidence: a daemon answers every probe
+/// interval, and only a change (or its silence) is news.
+fn repeated_reports(steps: &[RecordedStep]) -> Vec<bool> {
+    let mut last: BTreeMap<PeerId, ReportKey> = BTreeMap::new();
+    steps
+        .iter()
+        .map(|s| match s.input {
+            Input::Event(Event::PeerDaemon { peer, report, .. }) => {
+                let key = report_key(&report);
+                last.insert(peer, key) == Some(key)
+            }
+            _ => false,
+        })
+        .collect()
+}
+
+/// When `peer` last answered, by postgres and by daemon: what an isolated master waited for.
+fn last_news(steps: &[RecordedStep], peer: PeerId, c: &Config) -> String {
+    let mut pg = None;
+    let mut daemon = None;
+    for s in steps.iter().rev() {
+        match s.input {
+            Input::Event(Event::PeerProbe {
+                peer: p, result, ..
+            }) if p == peer && pg.is_none() && result.is_answer() => {
+                pg = Some(s);
+            }
+            Input::Event(Event::PeerDaemon {
+                peer: p,
+                report: Some(_),
+                ..
+            }) if p == peer && daemon.is_none() => daemon = Some(s),
+            _ => {}
+        }
+        if pg.is_some() && daemon.is_some() {
+            break;
+        }
+    }
+    let at = |s: Option<&RecordedStep>| {
+        s.map_or("not in this run".to_string(), |s| {
+            format!(
+                "row {} at {} ({})",
+                s.seq,
+                format_utc_time(s.wall_ms),
+                describe::input(&s.input, c)
+            )
+        })
+    };
+    format!(
+        "last news from {}: postgres {}; daemon {}",
+        c.peer_name(peer),
+        at(pg),
+        at(daemon)
+    )
+}
+
 /// What would have prevented the transition; checked by what-if replays where a setting could.
 fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> Vec<String> {
     let c = &run.header.config;
@@ -809,7 +957,15 @@ fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> V
         let outcome = if alt.len() < orig {
             format!("it would not have {verb} within the recording")
         } else if let Some(a) = alt.iter().find(|a| a.mono_ms >= tv.at.0) {
-            format!("it would have {verb} at {}", format_utc_time(a.wall_ms))
+            let why = if a.code == tv.reason.code() {
+                String::new()
+            } else {
+                format!(" ({})", a.reason)
+            };
+            format!(
+                "it would have {verb} at {}{why}",
+                format_utc_time(a.wall_ms)
+            )
         } else {
             "no change".into()
         };
@@ -859,6 +1015,49 @@ fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> V
         }
         Reason::LocalDown { .. } => {
             out.push("the local postgres answering its probes".into());
+        }
+        Reason::LocalSilent { bound_ms, .. } => {
+            out.push(format!(
+                "the local postgres giving a sign of life (an answer, \"too many clients\", \
+                 \"starting up\") within master_give_up ({}); a longer give-up would let a hung \
+                 master's backends commit after the replica may promote",
+                duration(bound_ms)
+            ));
+        }
+        Reason::Isolated { peer, bound_ms, .. } => {
+            out.push(format!(
+                "{}'s postgres or daemon answering within master_give_up ({})",
+                c.peer_name(peer),
+                duration(bound_ms)
+            ));
+            out.extend(check(
+                "replication.isolation",
+                "keep-serving".into(),
+                "a master that keeps serving when cut off (the writes it then acknowledges are \
+                 lost if the replica promotes)",
+                None,
+            ));
+        }
+        Reason::PeerOnNewerTimeline { peer, .. } => {
+            out.push(format!(
+                "{} not promoting while this master served (it promoted when it lost touch \
+                 with it)",
+                c.peer_name(peer)
+            ));
+        }
+        Reason::PeerAhead { peer, .. } => {
+            out.push(format!(
+                "{} leading on its more advanced data (it waits while {0} may lead), or \
+                 `pgha recover --force` on this node to lead on its own data",
+                c.peer_name(peer)
+            ));
+        }
+        Reason::PeerBehind { peer, .. } => {
+            out.push(format!(
+                "{} not leading on data behind this node's; to go on, `pgha recover --force` \
+                 here re-clones from it (the local data is set aside)",
+                c.peer_name(peer)
+            ));
         }
         Reason::MasterIsReplica { peer } => {
             out.push(format!(
@@ -924,28 +1123,43 @@ pub fn render_failovers(files: &[JournalFile]) -> String {
     let mut s = header(files);
     let fos = failovers(files);
     if fos.is_empty() {
-        s.push_str("\nNo failover (promotion or grace-expired self-election) in these journals.\n");
+        s.push_str(
+            "\nNo failover (promotion or grace-expired self-election) nor master stop for want of \
+             news (isolation, silent local postgres) in these journals.\n",
+        );
     }
     for fo in fos {
         s.push_str(&format!(
             "\n{} by {} (row {}): {}\n",
             fo.kind, fo.node, fo.seq, fo.reason
         ));
-        s.push_str(&format!("  detection:        {}\n", fo.detection_utc));
-        s.push_str(&format!("  decision:         {}\n", fo.decision_utc));
-        s.push_str(&format!(
-            "  promoted/started: {}\n",
-            fo.promoted_utc.as_deref().unwrap_or("not recorded")
-        ));
-        s.push_str(&format!(
-            "  answered master:  {}{}\n",
-            fo.first_answer_as_master_utc
-                .as_deref()
-                .unwrap_or("not recorded"),
-            fo.detection_to_master_ms
-                .map(|d| format!(" ({} after detection)", duration(d)))
-                .unwrap_or_default()
-        ));
+        if fo.is_stop() {
+            s.push_str(&format!("  last news:        {}\n", fo.detection_utc));
+            s.push_str(&format!("  decision:         {}\n", fo.decision_utc));
+            s.push_str(&format!(
+                "  stopped:          {}{}\n",
+                fo.stopped_utc.as_deref().unwrap_or("not recorded"),
+                fo.detection_to_stopped_ms
+                    .map(|d| format!(" ({} after the last news)", duration(d)))
+                    .unwrap_or_default()
+            ));
+        } else {
+            s.push_str(&format!("  detection:        {}\n", fo.detection_utc));
+            s.push_str(&format!("  decision:         {}\n", fo.decision_utc));
+            s.push_str(&format!(
+                "  promoted/started: {}\n",
+                fo.promoted_utc.as_deref().unwrap_or("not recorded")
+            ));
+            s.push_str(&format!(
+                "  answered master:  {}{}\n",
+                fo.first_answer_as_master_utc
+                    .as_deref()
+                    .unwrap_or("not recorded"),
+                fo.detection_to_master_ms
+                    .map(|d| format!(" ({} after detection)", duration(d)))
+                    .unwrap_or_default()
+            ));
+        }
         s.push_str("  actions:\n");
         for a in &fo.actions {
             s.push_str(&format!(

@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use pgha_core::{Command, Input, Node, Timestamp, Transition};
+use pgha_core::{Command, ConfigError, Input, Node, Timestamp, Transition};
 
 use crate::JournalError;
-use crate::codec::{self, CODEC_VERSION, Header, Snapshot};
+use crate::codec::{self, CODEC_VERSION, Header};
 use crate::store::{Kind, Row, Store};
 
 /// One output of a recorded step, with its row.
@@ -69,6 +69,17 @@ pub struct RunStop {
 }
 
 impl Run {
+    /// `Some("codec 1 / pgha 0.1.0")` when an older pgha wrote the run: an older core made its
+    /// decisions, so today's core is not expected to reproduce them (see [`crate::replay`]).
+    pub fn older_writer(&self) -> Option<String> {
+        (self.header.codec_version < CODEC_VERSION).then(|| {
+            format!(
+                "codec {} / pgha {}",
+                self.header.codec_version, self.header.pgha_version
+            )
+        })
+    }
+
     /// The node the retained steps start from.
     pub fn start_node(&self) -> Result<Node, JournalError> {
         match &self.start {
@@ -119,15 +130,29 @@ impl JournalFile {
     }
 }
 
-fn check_codec(path: &Path, h: &Header) -> Result<(), JournalError> {
-    if h.codec_version > CODEC_VERSION {
+fn newer_codec(path: &Path, found: u32) -> Result<(), JournalError> {
+    if found > CODEC_VERSION {
         return Err(JournalError::NewerCodec {
             file: path.to_path_buf(),
-            found: h.codec_version,
+            found,
             supported: CODEC_VERSION,
         });
     }
-    if h.config.validate().is_err() {
+    Ok(())
+}
+
+fn check_codec(path: &Path, h: &Header) -> Result<(), JournalError> {
+    newer_codec(path, h.codec_version)?;
+    let valid = match h.config.validate() {
+        Ok(_) => true,
+        // Codec 1's pgha had no master give-up: the default derived from its timings need not
+        // meet today's give-up inequality.
+        Err(ConfigError::GiveUpTooSoon { .. } | ConfigError::GiveUpTooLate { .. }) => {
+            h.codec_version < 2
+        }
+        Err(_) => false,
+    };
+    if !valid {
         return Err(JournalError::Corrupt {
             file: path.to_path_buf(),
             seq: None,
@@ -152,6 +177,9 @@ fn group(path: &Path, rows: Vec<Row>) -> Result<Vec<Run>, JournalError> {
         let current = runs.last_mut().filter(|run| run.number == row.run);
         match row.kind {
             Kind::Run => {
+                if let Some(v) = codec::header_codec_version(&row.payload) {
+                    newer_codec(path, v)?;
+                }
                 let header = codec::decode_header(&row.payload)
                     .map_err(|e| undecodable(r.seq, "run header", e))?;
                 check_codec(path, &header)?;
@@ -185,7 +213,7 @@ fn group(path: &Path, rows: Vec<Row>) -> Result<Vec<Run>, JournalError> {
                     if runs.last().is_some_and(|x| x.number >= row.run) {
                         return Err(corrupt(r.seq, "snapshot of an earlier run".into()));
                     }
-                    let snap: Snapshot = codec::decode(&row.payload)
+                    let snap = codec::decode_snapshot(&row.payload)
                         .map_err(|e| undecodable(r.seq, "snapshot", e))?;
                     check_codec(path, &snap.header)?;
                     runs.push(Run {

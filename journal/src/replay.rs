@@ -1,6 +1,12 @@
 //! Exact replay: a fresh core (or the snapshot a pruned run starts from), fed the recorded
 //! inputs with the recorded configuration, must produce every recorded transition and
 //! command, in order, and match every recorded snapshot byte for byte.
+//!
+//! Only a run written by this codec version is replayed: a run an older pgha wrote (an older
+//! codec, [`Run::older_writer`]) was decided by an older core, which today's core is not
+//! expected to reproduce (codec 2's core also probes the peer daemons, so its commands differ
+//! from the first probe round on, and its snapshots have another shape). Such a run is listed
+//! in [`ReplayReport::skipped`] with the reason, not reported as a divergence.
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +52,27 @@ pub struct ReplayReport {
     pub commands: u64,
     pub snapshots: u64,
     pub divergence: Option<Divergence>,
+    /// Runs not replayed, with why (written by an older codec's core).
+    pub skipped: Vec<SkippedRun>,
+}
+
+/// A run replay did not check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedRun {
+    pub run: u64,
+    /// `codec 1 / pgha 0.1.0`.
+    pub writer: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for SkippedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "run {} not replayed: written by {}: {}",
+            self.run, self.writer, self.why
+        )
+    }
 }
 
 impl ReplayReport {
@@ -67,10 +94,16 @@ impl std::fmt::Display for ReplayReport {
             self.commands,
             self.snapshots
         )?;
+        let replayed = self.runs - self.skipped.len();
         match &self.divergence {
-            None => write!(f, "identical"),
-            Some(d) => write!(f, "DIVERGED\n{d}"),
+            None if replayed == 0 && self.runs > 0 => write!(f, "nothing replayed")?,
+            None => write!(f, "identical")?,
+            Some(d) => write!(f, "DIVERGED\n{d}")?,
         }
+        for s in &self.skipped {
+            write!(f, "\n  {s}")?;
+        }
+        Ok(())
     }
 }
 
@@ -88,6 +121,20 @@ pub fn replay(file: &JournalFile) -> Result<ReplayReport, JournalError> {
         ..ReplayReport::default()
     };
     for run in &file.runs {
+        if let Some(writer) = run.older_writer() {
+            report.skipped.push(SkippedRun {
+                run: run.number,
+                writer,
+                why: format!(
+                    "an older core decided it; this pgha's core (codec {}) adds {}, so it is not \
+                     expected to reproduce the run exactly. Its rows were verified and decoded, \
+                     and `pgha explain` reads it",
+                    codec::CODEC_VERSION,
+                    codec::changes_since(run.header.codec_version)
+                ),
+            });
+            continue;
+        }
         if let Some(d) = replay_run(run, &mut report)? {
             report.divergence = Some(d);
             break;

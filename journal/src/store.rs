@@ -160,6 +160,9 @@ pub struct Head {
     pub anchor_seq: u64,
     /// The `prev_hash` the first retained row must carry.
     pub anchor_hash: Hash,
+    /// `meta.codec_version`: the newest codec that wrote to the file (a pgha that reads only
+    /// older ones refuses the file as "written by a newer pgha").
+    pub codec_version: u32,
 }
 
 /// An open journal file.
@@ -268,6 +271,7 @@ impl Store {
                 hash: [0; HASH_LEN],
                 anchor_seq: 1,
                 anchor_hash: [0; HASH_LEN],
+                codec_version: CODEC_VERSION,
             },
             read_only: false,
         };
@@ -348,6 +352,7 @@ impl Store {
                 hash: [0; HASH_LEN],
                 anchor_seq: 1,
                 anchor_hash: [0; HASH_LEN],
+                codec_version: CODEC_VERSION,
             },
             read_only: false,
         };
@@ -375,6 +380,7 @@ impl Store {
                 hash: [0; HASH_LEN],
                 anchor_seq: 1,
                 anchor_hash: [0; HASH_LEN],
+                codec_version: CODEC_VERSION,
             },
             read_only: true,
         };
@@ -448,6 +454,7 @@ impl Store {
             hash: hash("head_hash")?,
             anchor_seq: int("anchor_seq")?,
             anchor_hash: hash("anchor_hash")?,
+            codec_version: u32::try_from(codec).unwrap_or(u32::MAX),
         })
     }
 
@@ -553,6 +560,13 @@ impl Store {
                 .map_err(e)?;
             meta.execute(params!["head_hash", &head.hash[..]])
                 .map_err(e)?;
+            // The first rows this codec appends to a file an older one wrote: an older pgha
+            // then refuses the file rather than misreading these rows.
+            if head.codec_version < CODEC_VERSION {
+                meta.execute(params!["codec_version", i64::from(CODEC_VERSION)])
+                    .map_err(e)?;
+                head.codec_version = CODEC_VERSION;
+            }
         }
         tx.commit().map_err(e)?;
         self.head = head;

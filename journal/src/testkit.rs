@@ -235,6 +235,26 @@ impl Cluster {
                     );
                 }
             }
+            CommandKind::ProbePeerDaemon(p) => {
+                // A refused connection when its daemon is down; no answer at all (the core
+                // times the probe out) when either host is cut off.
+                let j = self.peer_node(i, p);
+                if self.nodes[j].reachable && self.nodes[i].reachable {
+                    let report = match (&self.nodes[j].rec, self.nodes[j].daemon_up) {
+                        (Some(r), true) => Some(r.node().report()),
+                        _ => None,
+                    };
+                    self.push(
+                        now.plus(12),
+                        i,
+                        Action::Deliver(Input::Event(Event::PeerDaemon {
+                            id: c.id,
+                            peer: p,
+                            report,
+                        })),
+                    );
+                }
+            }
             kind => {
                 let took = match kind {
                     CommandKind::InitDataDir => 800,

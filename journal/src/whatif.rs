@@ -25,6 +25,7 @@ use pgha_core::{
 };
 use serde::Serialize;
 
+use crate::codec::{CODEC_VERSION, changes_since};
 use crate::read::{JournalFile, Run};
 use crate::replay::apply;
 use crate::time::{duration, format_utc, format_utc_time};
@@ -67,6 +68,9 @@ pub struct RunWhatIf {
     pub end_wall_ms: u64,
     /// Why the run could not be compared (for example it starts from a snapshot).
     pub skipped: Option<String>,
+    /// For a run an older pgha wrote: how it was compared, and that differences may come
+    /// from the newer core rather than the settings.
+    pub note: Option<String>,
     /// The row and a text of the first step whose outputs differ.
     pub first_difference: Option<(u64, String)>,
     pub original: Vec<Decision>,
@@ -119,6 +123,9 @@ impl std::fmt::Display for WhatIfReport {
             if let Some(why) = &r.skipped {
                 writeln!(f, "  skipped: {why}")?;
                 continue;
+            }
+            if let Some(note) = &r.note {
+                writeln!(f, "  note: {note}")?;
             }
             match &r.first_difference {
                 None => {
@@ -179,7 +186,11 @@ pub fn what_if(
 ) -> Result<WhatIfReport, JournalError> {
     // Check the settings once, even for a journal without runs.
     let mut probe = Config::ha_pair("a", 0, "b", 1);
-    if let Some(r) = file.runs.first() {
+    if let Some(r) = file
+        .runs
+        .iter()
+        .find(|r| r.header.config.validate().is_ok())
+    {
         probe = r.header.config.clone();
     }
     apply_settings(&mut probe, settings)?;
@@ -217,7 +228,8 @@ struct Alt {
     /// recording's (`None`: the recorded local probe results apply).
     local_override: Option<ProbeResult>,
     last_local: Option<ProbeResult>,
-    /// Outcomes synthesised for alternate actions the recording has no outcome for.
+    /// Outcomes synthesised for alternate actions the recording has no outcome for, and
+    /// answers to its local probes once its local postgres is its own (`local_override`).
     synthetic: Vec<(Timestamp, Command, Result<(), Failure>, u64)>,
     /// Per command kind: (outcome, duration) of the recording's first such command.
     typical: BTreeMap<String, (Result<(), Failure>, u64)>,
@@ -237,6 +249,12 @@ impl Alt {
         let mut orig_unmatched: Vec<Command> = recorded.to_vec();
         for c in &cs {
             match c.kind {
+                // Once the alternate's local postgres is its own, it answers for itself: the
+                // recording may have no local probe then (the original had stopped it).
+                CommandKind::ProbeLocal if self.local_override.is_some() => {
+                    self.local_probe = None;
+                    self.synthetic.push((now.plus(1), *c, Ok(()), 1));
+                }
                 CommandKind::ProbeLocal => self.local_probe = Some(c.id),
                 CommandKind::ProbePeer(p) => {
                     if let Some(slot) = self.peer_probe.get_mut(p.index()) {
@@ -315,13 +333,14 @@ impl Alt {
 fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, JournalError> {
     let recorded = &run.header.config;
     let mut config = recorded.clone();
-    apply_settings(&mut config, settings)?;
+    let older = run.older_writer();
     let mut out = RunWhatIf {
         run: run.number,
         node: run.header.node.clone(),
         start_wall_ms: run.wall_ms,
         end_wall_ms: run.steps.last().map_or(run.wall_ms, |s| s.wall_ms),
         skipped: None,
+        note: None,
         first_difference: None,
         original: Vec::new(),
         alternate: Vec::new(),
@@ -331,6 +350,21 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
         out.skipped = Some("the run's start was pruned (it begins at a snapshot)".into());
         return Ok(out);
     }
+    if let Some(w) = &older {
+        if let Err(e) = recorded.validate() {
+            out.skipped = Some(format!(
+                "written by {w}, whose timings fail this pgha's check ({e}): this pgha's core cannot run it"
+            ));
+            return Ok(out);
+        }
+        out.note = Some(format!(
+            "written by {w}: replayed with this pgha's core (codec {CODEC_VERSION}), which adds \
+             {}; its commands are compared by kind without its peer daemon probes, its transitions \
+             by state and reason code; differences may come from the newer core, not the settings",
+            changes_since(run.header.codec_version)
+        ));
+    }
+    apply_settings(&mut config, settings)?;
     let mut orig = Node::new(recorded.clone());
     let mut alt = Alt {
         node: Node::new(config.clone()),
@@ -400,17 +434,26 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
                 (Some(s), _) => {
                     let k = alt.synthetic.iter().position(|x| x.0 == s).unwrap_or(0);
                     let (_, c, outcome, took) = alt.synthetic.remove(k);
-                    if outcome.is_ok() {
-                        alt.effect(c.kind);
+                    if c.kind == CommandKind::ProbeLocal {
+                        let result = alt
+                            .local_override
+                            .or(alt.last_local)
+                            .unwrap_or(ProbeResult::Refused);
+                        alt.last_local = Some(result);
+                        (s, Input::Event(Event::LocalProbe { id: c.id, result }))
+                    } else {
+                        if outcome.is_ok() {
+                            alt.effect(c.kind);
+                        }
+                        (
+                            s,
+                            Input::Event(Event::CommandDone {
+                                id: c.id,
+                                outcome,
+                                duration_ms: took,
+                            }),
+                        )
                     }
-                    (
-                        s,
-                        Input::Event(Event::CommandDone {
-                            id: c.id,
-                            outcome,
-                            duration_ms: took,
-                        }),
-                    )
                 }
                 (None, Some(d)) => (d, Input::Timeout),
                 (None, None) => break,
@@ -421,7 +464,16 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
             let at = at.max(last.0);
             let wall = wall_at(last.0, last.1, at);
             let (ts, cs) = alt.run(at, wall, input, &config, &[]);
-            if out.first_difference.is_none() && (!ts.is_empty() || !cs.is_empty()) {
+            // An older core's run: this core's own peer daemon probes are no difference.
+            let own_probes_only = older.is_some()
+                && ts.is_empty()
+                && cs
+                    .iter()
+                    .all(|c| matches!(c.kind, CommandKind::ProbePeerDaemon(_)));
+            if out.first_difference.is_none()
+                && (!ts.is_empty() || !cs.is_empty())
+                && !own_probes_only
+            {
                 out.first_difference = Some((
                     step.seq,
                     format!(
@@ -452,10 +504,28 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
         last = (now, step.wall_ms);
         let (ts, cs) = produced.unwrap_or_default();
         if out.first_difference.is_none() {
-            let same_t = ts.len() == step.transitions.len()
-                && ts.iter().zip(&step.transitions).all(|(a, b)| *a == b.value);
-            let same_c = cs.len() == step.commands.len()
-                && cs.iter().zip(&step.commands).all(|(a, b)| *a == b.value);
+            let (same_t, same_c) = if older.is_none() {
+                (
+                    ts.len() == step.transitions.len()
+                        && ts.iter().zip(&step.transitions).all(|(a, b)| *a == b.value),
+                    cs.len() == step.commands.len()
+                        && cs.iter().zip(&step.commands).all(|(a, b)| *a == b.value),
+                )
+            } else {
+                // An older core's run: command ids and reasons that name them differ once
+                // this core issues its peer daemon probes.
+                let t = |t: &Transition| (t.at, t.from, t.to, t.reason.code());
+                let kinds = cs
+                    .iter()
+                    .map(|c| c.kind)
+                    .filter(|k| !matches!(k, CommandKind::ProbePeerDaemon(_)));
+                (
+                    ts.iter()
+                        .map(t)
+                        .eq(step.transitions.iter().map(|r| t(&r.value))),
+                    kinds.eq(step.commands.iter().map(|c| c.value.kind)),
+                )
+            };
             if !same_t || !same_c {
                 let rec_t: Vec<Transition> = step.transitions.iter().map(|t| t.value).collect();
                 out.first_difference = Some((

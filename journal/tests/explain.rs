@@ -1,5 +1,5 @@
-//! Snapshot tests of `pgha explain` for a promote, a split-brain stop and a grace-expired
-//! self-election. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test -p pgha-journal --test explain`
+//! Snapshot tests of `pgha explain` for a promote, a split-brain stop, an isolated master's
+//! stop and a grace-expired self-election. Regenerate with `UPDATE_SNAPSHOTS=1 cargo test -p pgha-journal --test explain`
 //! and review the diff.
 
 mod common;
@@ -85,6 +85,11 @@ fn explain_of_a_promotion_reads_like_an_incident_report() {
 #[test]
 fn explain_of_a_split_brain_stop_reads_like_an_incident_report() {
     scenario("split-brain", common::split_brain, "db0", "split_brain");
+}
+
+#[test]
+fn explain_of_an_isolated_master_that_fenced_itself_reads_like_an_incident_report() {
+    scenario("isolated", common::isolated, "db0", "isolated");
 }
 
 #[test]
@@ -268,4 +273,32 @@ fn explain_names_where_a_re_clone_set_the_replaced_data_aside() {
         .expect("a recloned transition");
     let want = format!("/srv/pg/db1.pgha-discarded-r{run}-c{}", clone.0);
     assert!(e.reason.contains(&want), "{} lacks {want}", e.reason);
+}
+
+#[test]
+fn a_master_that_stops_its_silent_postgres_is_listed_among_the_failovers() {
+    // db0's postgres hangs (accepts connections, never answers): db0 kills it after
+    // master_give_up, before db1's three 5 s probe timeouts end in a promotion.
+    let dir = common::tempdir("explain-silent");
+    let mut c = Cluster::ha_pair(Some(&dir), |_| {});
+    c.bootstrap().expect("bootstrap");
+    c.nodes[0].pg = pgha_journal::testkit::Pg::Hung;
+    c.run_for(30_000).expect("run");
+    drop(c);
+    let fs = files(&dir);
+    let text = explain::render_failovers(&fs);
+    let stop = explain::failovers(&fs)
+        .into_iter()
+        .find(|f| f.kind == "silent local postgres stop")
+        .unwrap_or_else(|| panic!("no silent-postgres stop:\n{text}"));
+    assert_eq!(stop.node, "db0");
+    assert!(stop.is_stop() && stop.stopped_utc.is_some(), "{text}");
+    assert!(text.contains("silent local postgres stop by db0"), "{text}");
+    let why = why_of(&fs, "db0", "local_silent");
+    assert!(why.contains("replication.master_give_up = 12 s"), "{why}");
+    assert!(
+        why.contains("local: master tl 1"),
+        "the last answers: {why}"
+    );
+    assert!(why.contains("sign of life"), "{why}");
 }

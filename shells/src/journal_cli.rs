@@ -125,6 +125,8 @@ struct ReplayJson {
     commands: u64,
     snapshots: u64,
     divergence: Option<DivergenceJson>,
+    /// Runs not replayed (written by an older codec), each with why.
+    skipped: Vec<String>,
 }
 
 #[derive(serde::Serialize)]
@@ -155,6 +157,7 @@ impl From<&replay::ReplayReport> for ReplayJson {
                 expected: d.expected.clone(),
                 got: d.got.clone(),
             }),
+            skipped: r.skipped.iter().map(|s| s.to_string()).collect(),
         }
     }
 }

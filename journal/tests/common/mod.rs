@@ -51,6 +51,19 @@ pub fn split_brain(dir: Option<&Path>) -> Cluster {
     c
 }
 
+/// db0, the master, is cut off the network: with isolation = "fence" (the testkit's default)
+/// it stops postgres after master_give_up without news from db1, before db1 can promote; db1
+/// promotes; the network heals and db0 follows db1.
+pub fn isolated(dir: Option<&Path>) -> Cluster {
+    let mut c = Cluster::ha_pair(dir, |_| {});
+    c.bootstrap().expect("bootstrap");
+    c.nodes[0].reachable = false;
+    c.run_for(30_000).expect("run");
+    c.nodes[0].reachable = true;
+    c.run_for(30_000).expect("run");
+    c
+}
+
 /// A power cut stops both hosts; only db1 comes back, with its data; no master appears
 /// within grace, so db1 leads on its own data.
 pub fn grace_expired(dir: Option<&Path>) -> Cluster {
