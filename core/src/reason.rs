@@ -376,7 +376,6 @@ pub struct Describe<'a> {
     config: &'a Config,
 }
 
-/// Milliseconds as seconds for people: "15 s", "0.5 s", "1.25 s".
 /// "timeline 2 at 0/3000060, ran as master", or "no data".
 fn position(d: Option<DataPosition>) -> String {
     match d {
@@ -390,6 +389,7 @@ fn position(d: Option<DataPosition>) -> String {
     }
 }
 
+/// Milliseconds as seconds for people: "15 s", "0.5 s", "1.25 s".
 pub fn secs(ms: u64) -> String {
     if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
