@@ -319,3 +319,85 @@ fn same_host(a: &str, b: &str) -> bool {
     };
     norm(a) == norm(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener};
+
+    /// A server that answers one connection with `reply` (after reading the request), or
+    /// holds it open without a word when `reply` is `None`.
+    fn serve_once(reply: Option<Vec<u8>>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            match reply {
+                Some(r) => {
+                    let _ = s.write_all(&r);
+                }
+                None => std::thread::sleep(Duration::from_secs(3)),
+            }
+        });
+        addr
+    }
+
+    fn http(code: u16, body: &str) -> Option<Vec<u8>> {
+        Some(
+            format!(
+                "HTTP/1.0 {code} X\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    }
+
+    #[test]
+    fn a_peer_daemons_report_is_read_from_its_status_and_anything_else_is_none() {
+        let report = PeerReport {
+            index: 1,
+            role: pgha_core::Role::Master,
+            standing: pgha_core::Standing::Leading,
+            data: Some(pgha_core::DataPosition {
+                timeline: 2,
+                lsn: pgha_core::Lsn(0x3000060),
+                was_master: true,
+            }),
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        let limit = Duration::from_millis(500);
+        let good = format!("{{\"name\": \"db1\", \"index\": 1, \"report\": {json}}}");
+        assert_eq!(
+            peer_report(serve_once(http(200, &good)), limit),
+            Some(report)
+        );
+        assert_eq!(
+            peer_status(serve_once(http(200, &good)), limit).unwrap()["index"],
+            1
+        );
+        // Not 200, no report, a report of another shape, not JSON, too large, silent, refused.
+        let large = format!(
+            "{{\"pad\": \"{}\", \"report\": {json}}}",
+            "x".repeat(PEER_STATUS_MAX)
+        );
+        let cases = [
+            http(503, &good),
+            http(200, "{\"index\": 1}"),
+            http(200, "{\"report\": {\"index\": 1}}"),
+            http(200, "not json"),
+            http(200, &large),
+            None,
+        ];
+        for reply in cases {
+            assert_eq!(peer_report(serve_once(reply), limit), None);
+        }
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert_eq!(peer_report(closed, limit), None);
+    }
+}
