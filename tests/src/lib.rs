@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
+pub mod ack;
+pub mod db;
+
+pub use ack::{Ack, AckWriter, lost};
+
 /// Ports below Linux's ephemeral range (32768-60999), so no outgoing connection's source
 /// port can take one a test is about to listen on: postgres 20000-20999, APIs 21000-21999,
 /// the routing tests' HAProxy/PgBouncer ports 25000-27999 ([`extra_ports`]).
