@@ -1011,21 +1011,12 @@ impl Node {
         else {
             return false;
         };
-        let peer = PeerId(i as u8);
-        let deadline = now.plus(self.config.connect_timeout_ms + self.config.probe_interval_ms);
-        let to = match self.state {
-            State::Discovering { .. } => State::Discovering { deadline },
-            _ => State::Electing { deadline },
-        };
-        let reason = Reason::PeerOverloaded { peer };
-        if self.last_transition.is_some_and(|t| t.reason == reason) {
-            self.state = to;
-        } else {
-            // The wait goes on: keep when it began (the grace reason reports it).
-            let since = self.state_since;
-            self.go(now, to, reason);
-            self.state_since = since;
-        }
+        self.wait_one_round(
+            now,
+            Reason::PeerOverloaded {
+                peer: PeerId(i as u8),
+            },
+        );
         true
     }
 
@@ -1037,6 +1028,24 @@ impl Node {
     fn wait_for_peer_ahead(&mut self, now: Timestamp) -> bool {
         if !matches!(self.state, State::Electing { .. }) || self.force {
             return false;
+        }
+        // A peer that is master or becoming one (a slow pg_promote), or a replica of this node
+        // counting failed probes of it towards a promotion, is the master to find, whatever
+        // its data: leading beside it would make two.
+        let me = self.config.index;
+        let leading = (0..self.config.peers.len()).find(|&i| {
+            matches!(self.daemons[i].last, Some((_, Some(r)))
+                if r.standing == Standing::Leading
+                    || (r.upstream == Some(me) && r.upstream_failures > 0))
+        });
+        if let Some(i) = leading {
+            self.wait_one_round(
+                now,
+                Reason::PeerLeading {
+                    peer: PeerId(i as u8),
+                },
+            );
+            return true;
         }
         let local = self.position();
         let mine = local.map(|d| (d.rank(), std::cmp::Reverse(self.config.index)));
@@ -1057,21 +1066,32 @@ impl Node {
         let Some((peer, peer_data, peer_standing)) = ahead else {
             return false;
         };
-        let deadline = now.plus(self.config.connect_timeout_ms + self.config.probe_interval_ms);
         let reason = Reason::PeerAhead {
             peer,
             peer_data,
             peer_standing,
             local,
         };
+        self.wait_one_round(now, reason);
+        true
+    }
+
+    /// Extends a wait for a master (discovery or election) by one round of probes for
+    /// `reason`, journaled once: later rounds for the same reason only move the deadline, and
+    /// the wait keeps when it began (the grace reason reports it).
+    fn wait_one_round(&mut self, now: Timestamp, reason: Reason) {
+        let deadline = now.plus(self.config.connect_timeout_ms + self.config.probe_interval_ms);
+        let to = match self.state {
+            State::Discovering { .. } => State::Discovering { deadline },
+            _ => State::Electing { deadline },
+        };
         if self.last_transition.is_some_and(|t| t.reason == reason) {
-            self.state = State::Electing { deadline };
+            self.state = to;
         } else {
             let since = self.state_since;
-            self.go(now, State::Electing { deadline }, reason);
+            self.go(now, to, reason);
             self.state_since = since;
         }
-        true
     }
 
     /// When a master gives up on its own postgres: `master_give_up` after its last sign of

@@ -304,6 +304,11 @@ pub enum Reason {
     /// one more and it promotes, though this master hears it (a one-way partition). With
     /// isolation = "fence" the master stops now, as when it hears nothing at all.
     ReplicaLosingSight { peer: PeerId, failures: u32 },
+    /// The wait for a master ended while `peer`'s daemon says it is master or becoming one
+    /// (promoting, started as master and not yet answering, or a replica of this node counting
+    /// failed probes of it), though its postgres has not answered "master" yet: waiting for it
+    /// rather than leading beside it.
+    PeerLeading { peer: PeerId },
 }
 
 impl Reason {
@@ -357,6 +362,7 @@ impl Reason {
             Reason::PeerAhead { .. } => "peer_ahead",
             Reason::PeerBehind { .. } => "peer_behind",
             Reason::ReplicaLosingSight { .. } => "replica_losing_sight",
+            Reason::PeerLeading { .. } => "peer_leading",
         }
     }
 
@@ -702,6 +708,11 @@ impl std::fmt::Display for Describe<'_> {
             Reason::ReplicaLosingSight { peer, failures } => write!(
                 f,
                 "{} reports {failures} consecutive failed probes of this master: one more and it promotes, though this master hears it (a one-way partition); stopping postgres so no write is acknowledged that the promotion would lose (isolation = \"fence\")",
+                c.peer_name(peer)
+            ),
+            Reason::PeerLeading { peer } => write!(
+                f,
+                "{}'s daemon says it is master or becoming one (promoting, or counting failed probes of this node towards a promotion): waiting for it rather than leading beside it",
                 c.peer_name(peer)
             ),
         }

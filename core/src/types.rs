@@ -310,8 +310,11 @@ pub struct PeerReport {
     pub data: Option<DataPosition>,
     /// A replica's upstream (the index of the node it follows) and its current run of failed
     /// probes of it: a master whose replica can no longer see it (a one-way partition) knows
-    /// the replica is counting towards a promotion.
+    /// the replica is counting towards a promotion. (Defaults let a peer's JSON without them
+    /// still parse.)
+    #[serde(default)]
     pub upstream: Option<u32>,
+    #[serde(default)]
     pub upstream_failures: u32,
 }
 

@@ -436,3 +436,38 @@ fn the_report_says_what_the_node_is_and_where_its_data_is() {
     let s = running_replica();
     assert_eq!(s.node.report().standing, Standing::Following);
 }
+
+#[test]
+fn a_node_whose_grace_ends_while_its_peer_is_still_promoting_waits_for_it() {
+    // The old master gave up on its hung postgres; the replica's pg_promote is slow. The old
+    // master's data ran as master and ranks higher, yet leading now would make two masters.
+    let mut s = Shell::new(ha(0));
+    s.start(with_data(1, true));
+    s.reports[0] = Some(report(
+        1,
+        Role::Replica,
+        Standing::Leading,
+        Some((1, 40, false)),
+    ));
+    s.run(30 * SEC, None, replica(1));
+    assert!(
+        matches!(s.state(), State::Electing { .. }),
+        "{:?}",
+        s.state()
+    );
+    assert!(reason_codes(&s).contains(&"peer_leading"));
+    // The promotion failed: the peer is a replica again; this node leads.
+    s.reports[0] = Some(report(
+        1,
+        Role::Replica,
+        Standing::Following,
+        Some((1, 40, false)),
+    ));
+    s.run(10 * SEC, None, replica(1));
+    assert_eq!(
+        s.state(),
+        State::Starting {
+            target: StartAs::Master
+        }
+    );
+}

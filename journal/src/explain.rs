@@ -62,8 +62,9 @@ fn notable(run: &Run) -> Vec<(usize, usize)> {
     let mut prev: Option<&Transition> = None;
     for (si, step) in run.steps.iter().enumerate() {
         for (ti, t) in step.transitions.iter().enumerate() {
-            let waits = matches!(t.value.reason, Reason::PeerAhead { .. })
-                && !prev.is_some_and(|p| matches!(p.reason, Reason::PeerAhead { .. }));
+            let waiting =
+                |r: &Reason| matches!(r, Reason::PeerAhead { .. } | Reason::PeerLeading { .. });
+            let waits = waiting(&t.value.reason) && !prev.is_some_and(|p| waiting(&p.reason));
             if is_notable(&t.value) || waits {
                 out.push((si, ti));
             }
@@ -460,7 +461,10 @@ pub fn failovers(files: &[JournalFile]) -> Vec<Failover> {
                             },
                             Reason::GraceExpired { .. },
                         ) => "self-election (grace expired)",
-                        (State::SteppingDown { .. }, Reason::Isolated { .. }) => "isolation stop",
+                        (
+                            State::SteppingDown { .. },
+                            Reason::Isolated { .. } | Reason::ReplicaLosingSight { .. },
+                        ) => "isolation stop",
                         (State::SteppingDown { .. }, Reason::LocalSilent { .. }) => {
                             "silent local postgres stop"
                         }
@@ -648,7 +652,7 @@ fn settings_for(reason: &Reason, c: &Config) -> Vec<(String, String)> {
         }
         // The give-up inequality: master_give_up + probe_interval + stop allowance must not
         // exceed psql_error_count x connect_timeout (the replica's takeover bound).
-        Reason::Isolated { .. } => &[
+        Reason::Isolated { .. } | Reason::ReplicaLosingSight { .. } => &[
             "replication.isolation",
             "replication.master_give_up",
             "replication.probe_interval",
@@ -661,7 +665,7 @@ fn settings_for(reason: &Reason, c: &Config) -> Vec<(String, String)> {
             "replication.connect_timeout",
             "replication.psql_error_count",
         ],
-        Reason::PeerAhead { .. } => &[
+        Reason::PeerAhead { .. } | Reason::PeerLeading { .. } => &[
             "replication.grace",
             "replication.connect_timeout",
             "replication.probe_interval",
@@ -789,6 +793,8 @@ pub fn why(files: &[JournalFile], target: &WhyTarget) -> Result<Why, JournalErro
             Box::new(move |i: &Input| of_peer(i, peer) || *i == Input::Timeout)
         }
         Reason::PeerReachable { peer }
+        | Reason::ReplicaLosingSight { peer, .. }
+        | Reason::PeerLeading { peer }
         | Reason::PeerOnNewerTimeline { peer, .. }
         | Reason::PeerAhead { peer, .. }
         | Reason::PeerBehind { peer, .. } => Box::new(move |i: &Input| of_peer(i, peer)),

@@ -900,6 +900,8 @@ mod tests {
                 role: pgha_core::Role::None,
                 standing: pgha_core::Standing::Busy,
                 data: None,
+                upstream: None,
+                upstream_failures: 0,
             },
         }
     }

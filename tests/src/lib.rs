@@ -41,11 +41,6 @@ pub const PROBE_INTERVAL: f64 = 0.2;
 pub const CONNECT_TIMEOUT: f64 = 0.5;
 pub const PSQL_ERROR_COUNT: u32 = 3;
 
-/// The failover bound of scenario 2: `connect_timeout * psql_error_count + probe_interval + 2 s`.
-pub fn failover_bound() -> Duration {
-    Duration::from_secs_f64(CONNECT_TIMEOUT * PSQL_ERROR_COUNT as f64 + PROBE_INTERVAL + 2.0)
-}
-
 /// Where this run's port blocks start: `PGHA_E2E_BLOCK_START` (a block index, default 0), so
 /// two test runs from two checkouts on one machine never hand out the same ports.
 fn start_block() -> u16 {

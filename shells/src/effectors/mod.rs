@@ -366,6 +366,8 @@ mod tests {
                 lsn: pgha_core::Lsn(0x3000060),
                 was_master: true,
             }),
+            upstream: None,
+            upstream_failures: 0,
         };
         let json = serde_json::to_string(&report).unwrap();
         let limit = Duration::from_millis(500);
