@@ -1,7 +1,8 @@
 //! The daemon's HTTP API on `[node] api`: Patroni-compatible health checks (`/primary`,
 //! `/replica?lag=`, `/read-only`, `/health`, ...), `GET /status`, and the operator requests
-//! `POST /recover`, `/promote`, `/pause`, `/resume`, `/step-down` (each enters the core as
-//! `Event::Operator` and the reply says what the daemon did).
+//! `POST /recover`, `/force-recover` (`pgha recover --force`), `/promote`, `/pause`,
+//! `/resume`, `/step-down` (each enters the core as `Event::Operator` and the reply says what
+//! the daemon did).
 //!
 //! Who may ask for what (docs/security.md): health and status reads are open (load balancers
 //! use them). Operator requests over TCP need `Authorization: Bearer <token>` with the token
@@ -786,6 +787,7 @@ fn handle(
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let request = match path {
         "/recover" => Some(OperatorRequest::Recover),
+        "/force-recover" => Some(OperatorRequest::ForceRecover),
         "/promote" => Some(OperatorRequest::Promote),
         "/pause" => Some(OperatorRequest::Pause),
         "/resume" => Some(OperatorRequest::Resume),
@@ -893,6 +895,12 @@ mod tests {
             last_transition: None,
             journal: String::new(),
             runtime: "threads".into(),
+            report: pgha_core::PeerReport {
+                index: 0,
+                role: pgha_core::Role::None,
+                standing: pgha_core::Standing::Busy,
+                data: None,
+            },
         }
     }
 
@@ -1037,7 +1045,14 @@ mod tests {
         let (api, addr, count) =
             operator_server(status("replica", "replica", true, Some(0)), None, auth);
         let tcp = Target::Tcp(addr);
-        for path in ["/promote", "/recover", "/pause", "/resume", "/step-down"] {
+        for path in [
+            "/promote",
+            "/recover",
+            "/force-recover",
+            "/pause",
+            "/resume",
+            "/step-down",
+        ] {
             for token in [
                 None,
                 Some("wrong"),
@@ -1066,6 +1081,77 @@ mod tests {
         assert_eq!(count.load(Ordering::SeqCst), 1);
         // Health reads stay open.
         assert_eq!(get(addr, "GET", "/replica").0, 200);
+        api.stop();
+    }
+
+    #[test]
+    fn force_recover_reaches_the_core_as_recover_force_with_the_token_only() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let submit: Submit = Arc::new(move |m| {
+            if let Msg::Operator { request, reply } = m {
+                s2.lock().unwrap().push(request);
+                let _ = reply.send(OperatorReply {
+                    request: request.name().into(),
+                    accepted: true,
+                    transitions: Vec::new(),
+                    role: "none".into(),
+                    state: "fenced".into(),
+                });
+            }
+            true
+        });
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let auth = Auth {
+            token: Some("tok".into()),
+            socket: None,
+        };
+        let st = Arc::new(Mutex::new(status("fenced", "refused", false, None)));
+        let api = serve_with(l, None, st, submit, auth, Limits::default()).unwrap();
+        let tcp = Target::Tcp(addr);
+        let r = call(
+            &tcp,
+            "POST",
+            "/force-recover",
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(r.code, 401, "{}", r.body);
+        let r = call(
+            &tcp,
+            "GET",
+            "/force-recover",
+            Some("tok"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(r.code, 405, "{}", r.body);
+        assert!(seen.lock().unwrap().is_empty());
+        let r = call(
+            &tcp,
+            "POST",
+            "/force-recover",
+            Some("tok"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(r.code, 200, "{}", r.body);
+        assert!(r.body.contains("recover --force"), "{}", r.body);
+        let r = call(
+            &tcp,
+            "POST",
+            "/recover",
+            Some("tok"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(r.code, 200, "{}", r.body);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [OperatorRequest::ForceRecover, OperatorRequest::Recover]
+        );
         api.stop();
     }
 

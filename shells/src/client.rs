@@ -118,6 +118,18 @@ pub fn call(
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<Reply, CallError> {
+    call_bounded(target, method, path, token, timeout, MAX_REPLY)
+}
+
+/// [`call`] with a reply of at most `max_reply` bytes (a daemon probing its peer reads 64 KiB).
+pub fn call_bounded(
+    target: &Target,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+    max_reply: usize,
+) -> Result<Reply, CallError> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
     let mut s = match target {
@@ -155,10 +167,9 @@ pub fn call(
             Ok(0) => break None,
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > MAX_REPLY {
+                if buf.len() > max_reply {
                     return Err(CallError::Other(format!(
-                        "{target}: reply larger than {} bytes: not a pgha API",
-                        MAX_REPLY
+                        "{target}: reply larger than {max_reply} bytes: not a pgha API"
                     )));
                 }
             }

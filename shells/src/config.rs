@@ -391,6 +391,102 @@ fn err(file: &Path, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A configuration the core refuses, as an error naming the file and every key involved
+/// (the give-up inequality names the four timings it compares, and says whether
+/// `master_give_up` was set or derived).
+fn core_error(file: &Path, e: pgha_core::ConfigError, give_up_set: bool) -> ConfigError {
+    use pgha_core::reason::secs;
+    let give_up = |ms: u64| {
+        if give_up_set {
+            format!("replication.master_give_up = {}", secs(ms))
+        } else {
+            format!(
+                "replication.master_give_up (not set: its default psql_error_count x \
+                 connect_timeout - probe_interval - min(connect_timeout / 2, 2 s) is {})",
+                secs(ms)
+            )
+        }
+    };
+    match e {
+        pgha_core::ConfigError::GiveUpTooSoon {
+            give_up_ms,
+            probe_interval_ms,
+        } => err(
+            file,
+            format!(
+                "{} must be longer than replication.probe_interval = {}: a healthy master would \
+                 give up on its postgres between two probes; raise replication.master_give_up \
+                 (at most the limit below), replication.psql_error_count or \
+                 replication.connect_timeout, or lower replication.probe_interval",
+                give_up(give_up_ms),
+                secs(probe_interval_ms)
+            ),
+        ),
+        pgha_core::ConfigError::GiveUpTooLate {
+            give_up_ms,
+            probe_interval_ms,
+            stop_allowance_ms,
+            takeover_ms,
+        } => err(
+            file,
+            format!(
+                "{} + replication.probe_interval = {} + the stop allowance {} (min(connect_timeout \
+                 / 2, 2 s)) exceeds the replica's takeover bound replication.psql_error_count x \
+                 replication.connect_timeout = {}: a hung or isolated master could still \
+                 acknowledge writes after the replica promoted; set replication.master_give_up \
+                 to at most {} (or remove it for its default)",
+                give_up(give_up_ms),
+                secs(probe_interval_ms),
+                secs(stop_allowance_ms),
+                secs(takeover_ms),
+                secs(
+                    takeover_ms
+                        .saturating_sub(probe_interval_ms)
+                        .saturating_sub(stop_allowance_ms)
+                )
+            ),
+        ),
+        other => err(file, other.to_string()),
+    }
+}
+
+/// What this configuration trades away, for `pgha run` to log at start and `pgha
+/// check-config` to print: how a master without its replica behaves (`isolation`), and the
+/// race of `split_brain = "both-stop"`. Not errors: the operator chose them, or the defaults.
+pub fn tradeoffs(c: &FileConfig) -> Vec<String> {
+    use pgha_core::reason::secs;
+    let core = &c.core;
+    let mut out = Vec::new();
+    if core.topology == Topology::Ha {
+        out.push(match core.isolation {
+            pgha_core::Isolation::Fence => format!(
+                "replication.isolation = \"fence\": a dead replica stops writes after \
+                 master_give_up ({}) until it answers again (its postgres or its daemon); \
+                 \"keep-serving\" keeps writing but loses a partition's writes",
+                secs(core.master_give_up_ms)
+            ),
+            pgha_core::Isolation::KeepServing => format!(
+                "replication.isolation = \"keep-serving\": during a partition the isolated \
+                 master acknowledges writes that are lost when the replica promotes (up to the \
+                 takeover bound, psql_error_count x connect_timeout = {}); \"fence\" (the \
+                 default) stops it after master_give_up ({}) instead",
+                secs(core.takeover_bound_ms()),
+                secs(core.master_give_up_ms)
+            ),
+        });
+    }
+    if core.topology != Topology::Standalone && core.split_brain == SplitBrainRule::BothStop {
+        out.push(
+            "replication.split_brain = \"both-stop\": it races: after a healed partition one \
+             master may stop first, be seen stopped by the other, and the other keeps serving \
+             (possibly the stale one); \"older-timeline-steps-down\" is the default and \
+             stops only the master on the older timeline"
+                .to_string(),
+        );
+    }
+    out
+}
+
 fn parse_api(file: &Path, key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
     v.parse().map_err(|_| {
         err(
@@ -776,7 +872,7 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
     }
     let warnings = core
         .validate()
-        .map_err(|e| err(file, e.to_string()))?
+        .map_err(|e| core_error(file, e, repl.master_give_up.is_some()))?
         .into_iter()
         .map(|w| w.to_string())
         .collect();
@@ -1332,8 +1428,112 @@ path = "{d}/db0.journal"
 
     #[test]
     fn a_short_connect_timeout_warns() {
-        let text = sample(&tmp()).replace("connect_timeout = 5", "connect_timeout = 0.1");
+        // Five probes, so the derived master_give_up (5 x 0.1 s - 0.2 s - 0.05 s) still
+        // outlasts a probe interval.
+        let text = sample(&tmp())
+            .replace("connect_timeout = 5", "connect_timeout = 0.1")
+            .replace("psql_error_count = 3", "psql_error_count = 5");
         let (_, w) = parse(Path::new("x.toml"), &text).unwrap();
         assert!(w.iter().any(|w| w.contains("connect_timeout")), "{w:?}");
+    }
+
+    #[test]
+    fn a_master_give_up_past_the_replicas_takeover_is_an_error_naming_the_file_and_the_keys() {
+        let text = sample(&tmp()).replace(
+            "probe_interval = 0.2",
+            "probe_interval = 0.2\nmaster_give_up = 14",
+        );
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        for key in [
+            "x.toml",
+            "replication.master_give_up = 14 s",
+            "replication.probe_interval",
+            "replication.psql_error_count",
+            "replication.connect_timeout",
+            "at most 12.8 s",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        // At the limit it is accepted.
+        let text = sample(&tmp()).replace(
+            "probe_interval = 0.2",
+            "probe_interval = 0.2\nmaster_give_up = 12.8",
+        );
+        let (c, _) = parse(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(c.core.master_give_up_ms, 12_800);
+    }
+
+    #[test]
+    fn a_master_give_up_within_one_probe_interval_is_an_error_saying_whether_it_was_set() {
+        let text = sample(&tmp()).replace(
+            "probe_interval = 0.2",
+            "probe_interval = 0.2\nmaster_give_up = 0.2",
+        );
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(
+            e.contains("x.toml")
+                && e.contains("replication.master_give_up = 0.2 s")
+                && e.contains("replication.probe_interval = 0.2 s"),
+            "{e}"
+        );
+        // Derived: 3 x 0.5 s - 1 s - 0.25 s = 0.25 s, within one probe interval of 1 s.
+        let text = sample(&tmp())
+            .replace("connect_timeout = 5", "connect_timeout = 0.5")
+            .replace("probe_interval = 0.2", "probe_interval = 1");
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(
+            e.contains("x.toml") && e.contains("not set") && e.contains("0.25 s"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_give_up_defaults_to_the_takeover_less_a_probe_interval_and_the_stop_allowance() {
+        // 3 x 5 s - 0.2 s - 2 s; with the default probe_interval of 1 s, 12 s.
+        let (c, _) = parse(Path::new("x.toml"), &sample(&tmp())).unwrap();
+        assert_eq!(c.core.master_give_up_ms, 12_800);
+        assert_eq!(c.core.isolation, pgha_core::Isolation::Fence);
+        assert_eq!(c.core.split_brain, SplitBrainRule::OlderTimelineStepsDown);
+        let text = sample(&tmp()).replace("probe_interval = 0.2", "probe_interval = 1");
+        let (c, _) = parse(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(c.core.master_give_up_ms, 12_000);
+        let text = sample(&tmp()).replace(
+            "probe_interval = 0.2",
+            "probe_interval = 0.2\nisolation = \"fenced\"",
+        );
+        let e = parse(Path::new("x.toml"), &text).unwrap_err().to_string();
+        assert!(
+            e.contains("replication.isolation") && e.contains("x.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_start_up_notes_say_what_isolation_and_both_stop_trade_away() {
+        let (c, _) = parse(Path::new("x.toml"), &sample(&tmp())).unwrap();
+        let notes = tradeoffs(&c);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("a dead replica stops writes after master_give_up (12.8 s)"),
+            "{notes:?}"
+        );
+        let text = sample(&tmp()).replace(
+            "probe_interval = 0.2",
+            "probe_interval = 0.2\nisolation = \"keep-serving\"\nsplit_brain = \"both-stop\"",
+        );
+        let (c, _) = parse(Path::new("x.toml"), &text).unwrap();
+        let notes = tradeoffs(&c).join("\n");
+        assert!(
+            notes.contains(
+                "the isolated master acknowledges writes that are lost when the replica promotes"
+            ) && notes.contains("15 s"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("both-stop")
+                && notes.contains("races")
+                && notes.contains("\"older-timeline-steps-down\" is the default"),
+            "{notes}"
+        );
     }
 }

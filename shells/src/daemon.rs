@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pgha_core::{
-    Command, CommandId, Event, Input, OperatorRequest, ProbeResult, Role, Timestamp, Transition,
+    Command, CommandId, Event, Input, OperatorRequest, PeerReport, ProbeResult, Role, Timestamp,
+    Transition,
 };
 use serde::Serialize;
 
 use crate::config::FileConfig;
-use crate::effectors::{ProbeDetail, ProbeTarget};
+use crate::effectors::{ProbeDetail, ProbeTarget, Probed};
 
 /// What one input produced: transitions (already journaled and logged) and the commands to
 /// carry out, in order.
@@ -132,6 +133,9 @@ pub struct PeerView {
     pub port: u16,
     pub api: String,
     pub last_probe: Option<ProbeView>,
+    /// The peer daemon's last report of itself (its `/status` field `report`), when it gave
+    /// one at its last daemon probe.
+    pub last_report: Option<PeerReport>,
 }
 
 /// The last transition, rendered.
@@ -163,6 +167,9 @@ pub struct Status {
     pub last_transition: Option<TransitionView>,
     pub journal: String,
     pub runtime: String,
+    /// What this daemon tells its peers of itself: the core's [`pgha_core::Node::report`] as
+    /// is, so a peer compares it with its own like with like (`ProbePeerDaemon`).
+    pub report: PeerReport,
 }
 
 /// A runtime's handle on the node: the journaled core, the clock and the status.
@@ -242,6 +249,7 @@ impl Daemon {
             last_transition: None,
             journal: cfg.journal.display().to_string(),
             runtime: runtime.to_string(),
+            report: driver.node().report(),
         };
         let n = cfg.peers.len();
         Ok(Daemon {
@@ -320,20 +328,28 @@ impl Daemon {
     }
 
     /// Feeds a probe's result back as the event the core expects.
-    pub fn probe_done(&mut self, id: CommandId, detail: ProbeDetail) -> Result<Step, String> {
+    pub fn probe_done(&mut self, id: CommandId, probed: Probed) -> Result<Step, String> {
         let now = self.now();
         let Some(target) = self.probes.remove(&id) else {
             return Ok(Step::default());
         };
-        let event = match target {
-            ProbeTarget::Local => {
+        let event = match (target, probed) {
+            (ProbeTarget::PeerDaemon(peer), Probed::Daemon(report)) => {
+                Event::PeerDaemon { id, peer, report }
+            }
+            (ProbeTarget::PeerDaemon(_), Probed::Postgres(_))
+            | (ProbeTarget::Local | ProbeTarget::Peer(_), Probed::Daemon(_)) => {
+                log::error!("probe {}: a result of the wrong kind; ignored", id.0);
+                return Ok(Step::default());
+            }
+            (ProbeTarget::Local, Probed::Postgres(detail)) => {
                 self.local_detail = Some((now, detail));
                 Event::LocalProbe {
                     id,
                     result: detail.result,
                 }
             }
-            ProbeTarget::Peer(peer) => {
+            (ProbeTarget::Peer(peer), Probed::Postgres(detail)) => {
                 if let Some(slot) = self.peer_detail.get_mut(peer.index()) {
                     *slot = Some((now, detail));
                 }
@@ -367,6 +383,9 @@ impl Daemon {
                 port: p.port,
                 api: p.api.to_string(),
                 last_probe: self.peer_detail[i].map(|(at, d)| view(cfg, now, at, &d)),
+                last_report: node
+                    .peer_report(pgha_core::PeerId(i as u8))
+                    .and_then(|(_, r)| r),
             })
             .collect();
         // Lag of a replica: its upstream's last position minus its own replay position.
@@ -403,6 +422,7 @@ impl Daemon {
             s.lag_bytes = lag_bytes;
             s.peers = peers;
             s.last_transition = last;
+            s.report = node.report();
         }
     }
 

@@ -89,9 +89,17 @@ enum Cmd {
         config: PathBuf,
     },
     /// Clear a split-brain fence on the running daemon: it leads, or rejoins the master.
+    ///
+    /// Refused while a peer's data is more advanced or the master is behind this node's data
+    /// (a re-clone would discard writes this node acknowledged). With --force it leads or
+    /// re-clones whatever the peers' data (the replaced data is set aside, per
+    /// `[postgres] keep_discarded`).
     Recover {
         #[arg(long)]
         config: PathBuf,
+        /// Lead or re-clone even when that discards more advanced data.
+        #[arg(long)]
+        force: bool,
     },
     /// Promote this replica on purpose (the running daemon carries it out).
     ///
@@ -113,6 +121,12 @@ enum Cmd {
     },
     /// Resume automatic actions on the running daemon.
     Resume {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a configuration without running anything: exit 0 when `pgha run` would accept
+    /// it (its warnings and trade-offs printed), 2 with the error otherwise.
+    CheckConfig {
         #[arg(long)]
         config: PathBuf,
     },
@@ -193,14 +207,49 @@ fn main() -> ExitCode {
             print!("{}", haproxy::render(c));
             ExitCode::SUCCESS
         }),
-        Cmd::Recover { config } => with(&config, &|c| client::operator(c, "recover", false)),
+        Cmd::Recover { config, force } => with(&config, &|c| {
+            client::operator(c, recover_endpoint(force), false)
+        }),
         Cmd::Promote { config, force } => with(&config, &|c| client::operator(c, "promote", force)),
         Cmd::Pause { config } => with(&config, &|c| client::operator(c, "pause", false)),
         Cmd::Resume { config } => with(&config, &|c| client::operator(c, "resume", false)),
+        Cmd::CheckConfig { config } => check_config(&config),
         Cmd::Demo(args) => demo::demo(args),
         Cmd::Journal(cmd) => journal_cli::journal(cmd),
         Cmd::Explain(args) => journal_cli::explain(args),
     }
+}
+
+/// `pgha check-config`: the configuration as `pgha run` loads it, with its warnings and
+/// trade-offs, on stdout.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok((c, warnings)) => {
+            println!(
+                "{}: valid (node {}, index {}, {} peer(s))",
+                path.display(),
+                c.node.name,
+                c.index,
+                c.peers.len()
+            );
+            for w in warnings {
+                println!("warning: {w}");
+            }
+            for t in config::tradeoffs(&c) {
+                println!("note: {t}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgha: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The API endpoint of `pgha recover [--force]`.
+fn recover_endpoint(force: bool) -> &'static str {
+    if force { "force-recover" } else { "recover" }
 }
 
 /// The signals the daemon handles: these stop it (journaled as the cause)...
@@ -386,6 +435,9 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         cfg.node.api,
         cfg.journal.display()
     );
+    for t in config::tradeoffs(&cfg) {
+        log::warn!("{}: {t}", path.display());
+    }
     let stop = start(d);
     sig_handle.close();
     api.stop();
@@ -394,5 +446,23 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         daemon::Stop::Signal(_) => ExitCode::SUCCESS,
         daemon::Stop::Error(_) => ExitCode::from(1),
         daemon::Stop::Refused(_) => ExitCode::from(2),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recover_force_asks_for_a_forced_recover_and_plain_recover_does_not() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Cmd::Recover { force, .. } => recover_endpoint(force),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            parse(&["pgha", "recover", "--force", "--config", "x.toml"]),
+            "force-recover"
+        );
+        assert_eq!(parse(&["pgha", "recover", "--config", "x.toml"]), "recover");
     }
 }

@@ -10,7 +10,7 @@ pub mod routing;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pgha_core::{CommandId, CommandKind, Failure, Hook, LocalFacts, PeerId};
+use pgha_core::{CommandId, CommandKind, Failure, Hook, LocalFacts, PeerId, PeerReport};
 
 use crate::config::FileConfig;
 use crate::daemon::Status;
@@ -30,8 +30,12 @@ static HOOKS: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<HookJob>>> =
 /// What a probe command targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeTarget {
+    /// The local postgres.
     Local,
+    /// A peer's postgres.
     Peer(PeerId),
+    /// A peer's pgha daemon (its API's `GET /status`).
+    PeerDaemon(PeerId),
 }
 
 impl ProbeTarget {
@@ -39,9 +43,18 @@ impl ProbeTarget {
         match kind {
             CommandKind::ProbeLocal => Some(ProbeTarget::Local),
             CommandKind::ProbePeer(p) => Some(ProbeTarget::Peer(p)),
+            CommandKind::ProbePeerDaemon(p) => Some(ProbeTarget::PeerDaemon(p)),
             _ => None,
         }
     }
+}
+
+/// What a probe found: a postgres's answer, or a peer daemon's report of itself (`None`:
+/// no report within `connect_timeout` and 64 KiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probed {
+    Postgres(ProbeDetail),
+    Daemon(Option<PeerReport>),
 }
 
 /// Carries out commands for one node. Cheap to clone; safe to share across threads.
@@ -166,19 +179,26 @@ impl Effectors {
     }
 
     /// One probe, bounded by `connect_timeout` as a whole.
-    pub fn probe(&self, target: ProbeTarget) -> ProbeDetail {
+    pub fn probe(&self, target: ProbeTarget) -> Probed {
         let limit = Duration::from_millis(self.cfg.core.connect_timeout_ms);
         let t = match target {
             ProbeTarget::Local => pg::local_target(&self.cfg),
             ProbeTarget::Peer(p) => match pg::peer_target(&self.cfg, p) {
                 Some(t) => t,
                 None => {
-                    return ProbeDetail {
+                    return Probed::Postgres(ProbeDetail {
                         result: pgha_core::ProbeResult::OtherError,
                         streaming: false,
-                    };
+                    });
                 }
             },
+            ProbeTarget::PeerDaemon(p) => {
+                return Probed::Daemon(
+                    self.cfg
+                        .peer(p)
+                        .and_then(|peer| peer_report(peer.api, limit)),
+                );
+            }
         };
         let cfg = &self.cfg;
         let peer_of = |host: &str, port: u16| {
@@ -187,7 +207,7 @@ impl Effectors {
                 .position(|p| p.port == port && same_host(&p.host, host))
                 .map(|i| PeerId(i as u8))
         };
-        probe::probe(&t, limit, &peer_of)
+        Probed::Postgres(probe::probe(&t, limit, &peer_of))
     }
 
     /// The time limit of an action; the runtime reports [`Failure::Timeout`] past it (the
@@ -251,7 +271,7 @@ impl Effectors {
 fn check_peer_index(c: &FileConfig) -> Result<(), Failure> {
     let limit = Duration::from_millis(c.core.connect_timeout_ms.clamp(100, 5_000));
     for (i, p) in c.peers.iter().enumerate() {
-        if let Some(index) = peer_index(p.api, limit)
+        if let Some(index) = peer_status(p.api, limit).and_then(|s| s["index"].as_u64())
             && index == u64::from(c.index)
         {
             log::error!(
@@ -268,39 +288,26 @@ fn check_peer_index(c: &FileConfig) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The `index` a pgha API reports in `GET /status`, within `limit` overall.
-fn peer_index(addr: std::net::SocketAddr, limit: Duration) -> Option<u64> {
-    use std::io::{Read, Write};
-    let deadline = std::time::Instant::now() + limit;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
-    let _ = s.set_write_timeout(Some(limit));
-    write!(
-        s,
-        "GET /status HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let left = deadline.checked_duration_since(std::time::Instant::now())?;
-        let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(1))));
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > 64 * 1024 {
-                    return None;
-                }
-            }
-            Err(_) => return None,
-        }
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    if head.split_whitespace().nth(1) != Some("200") {
+/// The most bytes of a peer's `GET /status` reply pgha reads.
+const PEER_STATUS_MAX: usize = 64 * 1024;
+
+/// A pgha API's `GET /status`, parsed: `None` unless it answers 200 with JSON within `limit`
+/// overall (connect, request, reply) and [`PEER_STATUS_MAX`] bytes.
+fn peer_status(addr: std::net::SocketAddr, limit: Duration) -> Option<serde_json::Value> {
+    let target = crate::client::Target::Tcp(addr);
+    let r = crate::client::call_bounded(&target, "GET", "/status", None, limit, PEER_STATUS_MAX)
+        .ok()?;
+    if r.code != 200 {
         return None;
     }
-    serde_json::from_str::<serde_json::Value>(body).ok()?["index"].as_u64()
+    serde_json::from_str(&r.body).ok()
+}
+
+/// What a peer's daemon says of itself: the field `report` of its `GET /status` (see
+/// [`peer_status`]); `None` when it does not answer so.
+fn peer_report(addr: std::net::SocketAddr, limit: Duration) -> Option<PeerReport> {
+    let mut status = peer_status(addr, limit)?;
+    serde_json::from_value(status.get_mut("report")?.take()).ok()
 }
 
 /// Whether a host name from the configuration and one reported by postgres name the same
@@ -311,4 +318,86 @@ fn same_host(a: &str, b: &str) -> bool {
         h => h.to_string(),
     };
     norm(a) == norm(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener};
+
+    /// A server that answers one connection with `reply` (after reading the request), or
+    /// holds it open without a word when `reply` is `None`.
+    fn serve_once(reply: Option<Vec<u8>>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            match reply {
+                Some(r) => {
+                    let _ = s.write_all(&r);
+                }
+                None => std::thread::sleep(Duration::from_secs(3)),
+            }
+        });
+        addr
+    }
+
+    fn http(code: u16, body: &str) -> Option<Vec<u8>> {
+        Some(
+            format!(
+                "HTTP/1.0 {code} X\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    }
+
+    #[test]
+    fn a_peer_daemons_report_is_read_from_its_status_and_anything_else_is_none() {
+        let report = PeerReport {
+            index: 1,
+            role: pgha_core::Role::Master,
+            standing: pgha_core::Standing::Leading,
+            data: Some(pgha_core::DataPosition {
+                timeline: 2,
+                lsn: pgha_core::Lsn(0x3000060),
+                was_master: true,
+            }),
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        let limit = Duration::from_millis(500);
+        let good = format!("{{\"name\": \"db1\", \"index\": 1, \"report\": {json}}}");
+        assert_eq!(
+            peer_report(serve_once(http(200, &good)), limit),
+            Some(report)
+        );
+        assert_eq!(
+            peer_status(serve_once(http(200, &good)), limit).unwrap()["index"],
+            1
+        );
+        // Not 200, no report, a report of another shape, not JSON, too large, silent, refused.
+        let large = format!(
+            "{{\"pad\": \"{}\", \"report\": {json}}}",
+            "x".repeat(PEER_STATUS_MAX)
+        );
+        let cases = [
+            http(503, &good),
+            http(200, "{\"index\": 1}"),
+            http(200, "{\"report\": {\"index\": 1}}"),
+            http(200, "not json"),
+            http(200, &large),
+            None,
+        ];
+        for reply in cases {
+            assert_eq!(peer_report(serve_once(reply), limit), None);
+        }
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert_eq!(peer_report(closed, limit), None);
+    }
 }

@@ -583,6 +583,17 @@ fn shell_quote(s: &str) -> String {
 }
 
 pub fn stop(c: &FileConfig, mode: StopMode) -> Result<(), Failure> {
+    if mode == StopMode::Immediate {
+        match kill_cluster(c) {
+            Some(r) => return r,
+            None => log::warn!(
+                "immediate stop: no process runs {} in {} but postmaster.pid names a live \
+                 postmaster there (another binary?): asking it with pg_ctl",
+                c.bin_dir.join("postgres").display(),
+                c.data_dir.display()
+            ),
+        }
+    }
     if running_postmaster(&c.data_dir).is_none() {
         log::info!("postgres is not running on {}", c.data_dir.display());
         return Ok(());
@@ -597,6 +608,182 @@ pub fn stop(c: &FileConfig, mode: StopMode) -> Result<(), Failure> {
         return Ok(());
     }
     r
+}
+
+/// How long the processes of a killed cluster may take to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// What one process of this cluster is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PgKind {
+    /// Its parent is not one of the cluster's processes: the postmaster (or a backend it left
+    /// behind when it died).
+    Postmaster,
+    /// A WAL sender: streams WAL already flushed (acknowledged commits) to a replica.
+    Walsender,
+    /// A client backend, a background worker or an auxiliary process.
+    Backend,
+}
+
+impl PgKind {
+    fn name(self) -> &'static str {
+        match self {
+            PgKind::Postmaster => "postmaster",
+            PgKind::Walsender => "walsender",
+            PgKind::Backend => "backend",
+        }
+    }
+}
+
+/// Whether a postgres child's command line (its ps display, `postgres: [cluster_name: ]
+/// walsender user host(port) state`) is a WAL sender's.
+fn is_walsender(cmdline: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(cmdline).replace('\0', " ");
+    let Some(rest) = text.trim().strip_prefix("postgres:") else {
+        return false;
+    };
+    let mut words = rest.split_whitespace();
+    match words.next() {
+        Some("walsender") => true,
+        Some(w) if w.ends_with(':') => words.next() == Some("walsender"),
+        _ => false,
+    }
+}
+
+/// The processes proven to be this cluster's postgres, with their kinds: each runs the
+/// configured `postgres` binary (`/proc/<pid>/exe`, resolved) in this data dir
+/// (`/proc/<pid>/cwd`: the postmaster chdirs there and its children inherit it). Zombies
+/// have neither and are not listed.
+fn cluster_processes(c: &FileConfig, binary: &Path) -> Vec<(i32, PgKind)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found: Vec<(i32, i32)> = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+            continue;
+        };
+        let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
+        if exe != binary
+            || !std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .is_ok_and(|cwd| same_path(&cwd, &c.data_dir))
+        {
+            continue;
+        }
+        if let Some((_, ppid)) = proc_stat(pid) {
+            found.push((pid, ppid));
+        }
+    }
+    found
+        .iter()
+        .map(|&(pid, ppid)| {
+            let kind = if !found.iter().any(|&(p, _)| p == ppid) {
+                PgKind::Postmaster
+            } else if is_walsender(
+                &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+            ) {
+                PgKind::Walsender
+            } else {
+                PgKind::Backend
+            };
+            (pid, kind)
+        })
+        .collect()
+}
+
+/// Sends `sig` to each of `pids`; the ones it reached.
+fn signal_all(pids: &[i32], sig: nix::sys::signal::Signal) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|&p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig).is_ok())
+        .collect()
+}
+
+/// The immediate stop: kills every process of this cluster without asking the postmaster,
+/// which may be hung (SIGSTOPped, swapped out) while its backends keep committing; pg_ctl
+/// cannot reach it then. In order: SIGSTOP the postmaster (no new backend is forked); SIGKILL
+/// every other process but the WAL senders (no commit after this point); give the WAL
+/// senders a short drain (100 ms, at most half the stop allowance) so WAL already flushed,
+/// acknowledged writes included, reaches the replica; SIGKILL everything left, the postmaster
+/// too; wait (at most [`KILL_WAIT`]) until none is left. Crash semantics, as `pg_ctl stop -m
+/// immediate`: the next start recovers from WAL. Nothing in the data dir is removed (a stale
+/// `postmaster.pid` stays; postgres and [`clear_stale_locks`] handle it). `None`: no process
+/// runs the configured binary here, yet `postmaster.pid` names a live postmaster (another
+/// binary): the caller asks it with pg_ctl.
+fn kill_cluster(c: &FileConfig) -> Option<Result<(), Failure>> {
+    use nix::sys::signal::Signal;
+    let start = std::time::Instant::now();
+    let binary = std::fs::canonicalize(c.bin_dir.join("postgres"))
+        .unwrap_or_else(|_| c.bin_dir.join("postgres"));
+    let of = |procs: &[(i32, PgKind)], want: &[PgKind]| -> Vec<i32> {
+        procs
+            .iter()
+            .filter(|(_, k)| want.contains(k))
+            .map(|&(p, _)| p)
+            .collect()
+    };
+    let first = cluster_processes(c, &binary);
+    if first.is_empty() {
+        if running_postmaster(&c.data_dir).is_some() {
+            return None;
+        }
+        log::info!("postgres is not running on {}", c.data_dir.display());
+        return Some(Ok(()));
+    }
+    let all = [PgKind::Walsender, PgKind::Backend, PgKind::Postmaster];
+    let named = |procs: &[(i32, PgKind)], pids: &[i32]| -> String {
+        let v: Vec<String> = procs
+            .iter()
+            .filter(|(p, _)| pids.contains(p))
+            .map(|(p, k)| format!("{p} ({})", k.name()))
+            .collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    };
+    let stopped = signal_all(&of(&first, &[PgKind::Postmaster]), Signal::SIGSTOP);
+    // Again, now that no new process can be forked.
+    let procs = cluster_processes(c, &binary);
+    let backends = signal_all(&of(&procs, &[PgKind::Backend]), Signal::SIGKILL);
+    let walsenders = of(&procs, &[PgKind::Walsender]);
+    let drain = if walsenders.is_empty() {
+        0
+    } else {
+        100.min(c.core.stop_allowance_ms() / 2)
+    };
+    std::thread::sleep(ms(drain));
+    let mut left = cluster_processes(c, &binary);
+    let rest = signal_all(&of(&left, &all), Signal::SIGKILL);
+    let deadline = start + KILL_WAIT;
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(ms(5));
+        left = cluster_processes(c, &binary);
+        // A process the rounds above missed (none should be) is killed too.
+        signal_all(&of(&left, &all), Signal::SIGKILL);
+    }
+    let took = start.elapsed().as_millis();
+    if !left.is_empty() {
+        log::error!(
+            "immediate stop of {}: still there {took} ms after SIGKILL: {}",
+            c.data_dir.display(),
+            named(&left, &of(&left, &all))
+        );
+        return Some(Err(Failure::Timeout));
+    }
+    log::info!(
+        "immediate stop of {}: SIGSTOP to {}; SIGKILL to {}; after a {drain} ms drain, SIGKILL \
+         to {}; none left after {took} ms",
+        c.data_dir.display(),
+        named(&first, &stopped),
+        named(&procs, &backends),
+        named(&procs, &rest).replace("none", "nothing more"),
+    );
+    Some(Ok(()))
 }
 
 /// Whether the local data may be replaced by a copy of `from`, whose system identifier is
@@ -1009,6 +1196,95 @@ mod tests {
         assert_eq!(running_postmaster(&c.data_dir), None);
         assert!(stop(&c, StopMode::Immediate).is_ok());
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn walsenders_are_told_from_backends_by_their_ps_display() {
+        let ws = b"postgres: db0: walsender postgres 127.0.0.1(43210) streaming 0/3000148\0\0";
+        assert!(is_walsender(ws));
+        assert!(is_walsender(b"postgres: walsender rep [local] idle"));
+        assert!(!is_walsender(b"postgres: db0: app appdb 127.0.0.1(5) idle"));
+        assert!(!is_walsender(b"postgres: db0: checkpointer "));
+        assert!(!is_walsender(b"bash -c walsender"));
+    }
+
+    #[test]
+    fn an_immediate_stop_kills_a_hung_postmasters_children_and_only_this_clusters() {
+        use std::os::unix::process::CommandExt;
+        use std::process::Stdio;
+        let d = tempdir("kill");
+        let _cleanup = crate::testutil::RemoveOnDrop(d.clone());
+        let mut c = cfg_in(&d, "");
+        std::fs::create_dir_all(&c.data_dir).unwrap();
+        // A "postgres" binary that is bash: a postmaster with a walsender and a backend, each
+        // blocked reading a FIFO, in the data dir.
+        let bin = d.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink("/bin/bash", bin.join("postgres")).unwrap();
+        c.bin_dir = bin.clone();
+        let fifo = d.join("fifo");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let wait = format!("read -t 600 <> {}", fifo.display());
+        let script = format!(
+            "(exec -a 'postgres: db0: walsender rep 127.0.0.1(1) streaming' bash -c '{wait}') & \
+             (exec -a 'postgres: db0: app appdb 127.0.0.1(2) idle' bash -c '{wait}') & {wait}"
+        );
+        let spawn = |cmd: &mut Command| cmd.stdin(Stdio::null()).spawn().unwrap();
+        let mut postmaster = spawn(
+            Command::new(bin.join("postgres"))
+                .arg0("postgres")
+                .args(["-c", &script])
+                .current_dir(&c.data_dir),
+        );
+        // Not this cluster's: bash elsewhere, and another program in the data dir.
+        let mut elsewhere = spawn(
+            Command::new("/bin/bash")
+                .args(["-c", &wait])
+                .current_dir(&d),
+        );
+        let mut sleeper = spawn(Command::new("sleep").arg("600").current_dir(&c.data_dir));
+        let binary = std::fs::canonicalize(bin.join("postgres")).unwrap();
+        let start = std::time::Instant::now();
+        let mut procs = Vec::new();
+        while procs.len() < 3 && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+            procs = cluster_processes(&c, &binary);
+        }
+        procs.sort_by_key(|&(_, k)| k.name());
+        let kinds: Vec<PgKind> = procs.iter().map(|&(_, k)| k).collect();
+        assert_eq!(
+            kinds,
+            [PgKind::Backend, PgKind::Postmaster, PgKind::Walsender],
+            "{procs:?}"
+        );
+        assert!(procs.iter().any(|&(p, _)| p == postmaster.id() as i32));
+        // Hung: stopped, as by SIGSTOP; pg_ctl could not reach it.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(postmaster.id() as i32),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+        assert_eq!(stop(&c, StopMode::Immediate), Ok(()));
+        assert!(cluster_processes(&c, &binary).is_empty());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(postmaster.wait().unwrap().signal(), Some(9));
+        for other in [&mut elsewhere, &mut sleeper] {
+            assert_eq!(
+                other.try_wait().unwrap(),
+                None,
+                "another process was killed"
+            );
+            let _ = other.kill();
+            let _ = other.wait();
+        }
+        // Nothing left: a second stop finds nothing to do.
+        assert_eq!(stop(&c, StopMode::Immediate), Ok(()));
     }
 
     #[test]

@@ -14,14 +14,14 @@ use serde::Serialize;
 use pgha_core::{Event, Input};
 
 use crate::daemon::{Daemon, Step, Stop, TransitionView, render};
-use crate::effectors::{Effectors, ProbeDetail};
+use crate::effectors::{Effectors, Probed};
 
 /// A message to a runtime's main loop.
 #[derive(Debug)]
 pub enum Msg {
     Probe {
         id: CommandId,
-        detail: ProbeDetail,
+        detail: Probed,
     },
     Done {
         id: CommandId,
