@@ -246,6 +246,19 @@ pub fn http_auth(
     Ok((code, body.to_string()))
 }
 
+/// Whether process `pid` exists and has not exited: a zombie does not run. (A SIGKILLed
+/// postmaster is reparented to PID 1, which on some machines reaps it only seconds later.)
+pub fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // "pid (comm) S ...": the state follows the last ')'.
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|st| st != "Z")
+        })
+        .unwrap_or(false)
+}
+
 fn signal(pid: i32, sig: nix::sys::signal::Signal) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).is_ok()
 }
@@ -560,8 +573,7 @@ impl Cluster {
     pub fn postmaster_pid(&self, i: usize) -> Option<i32> {
         let text = std::fs::read_to_string(self.nodes[i].data_dir.join("postmaster.pid")).ok()?;
         let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-        alive.then_some(pid)
+        running(pid).then_some(pid)
     }
 
     pub fn signal_postmaster(&self, i: usize, sig: nix::sys::signal::Signal) -> i32 {
@@ -721,6 +733,18 @@ impl Cluster {
     /// The first column of `sql`'s rows on a copy of a data dir (one set aside): a postgres
     /// started on it on a port of its own, stopped again before returning.
     pub fn rows_in_copy(&self, copy: &Path, sql: &str) -> Result<Vec<String>, String> {
+        // A postmaster killed with SIGKILL leaves its lock file, naming a PID that may still
+        // be a zombie: pg_ctl would refuse to start. No postmaster runs on a copy set aside.
+        let lock = copy.join("postmaster.pid");
+        if let Some(pid) = std::fs::read_to_string(&lock)
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
+        {
+            if running(pid) {
+                return Err(format!("postmaster {pid} runs on {}", copy.display()));
+            }
+            std::fs::remove_file(&lock).map_err(|e| e.to_string())?;
+        }
         let port = extra_ports(1);
         let pg_ctl = Path::new(PG_BIN).join("pg_ctl");
         let log = self.dir.join(format!("copy-{port}.log"));

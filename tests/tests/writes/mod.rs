@@ -34,6 +34,18 @@ fn partitioned(name: &str, rt: &'static str, isolation: &str) -> (Cluster, Parti
     (c, net)
 }
 
+/// Waits until node `i` is a replica streaming from `master`.
+fn following(c: &Cluster, i: usize, master: &str) {
+    wait_for(
+        REJOIN,
+        &format!("{} to stream from {master}", c.nodes[i].name),
+        || {
+            let s = c.status(i)?;
+            (s["state"] == "replica" && s["local"]["upstream"] == master).then_some(())
+        },
+    );
+}
+
 /// Every transition in node `i`'s journal, with the wall-clock time of its step.
 fn transitions(c: &Cluster, i: usize) -> Vec<(u64, Transition)> {
     let f = pgha_journal::JournalFile::read(&c.nodes[i].journal).expect("read the journal");
@@ -135,8 +147,7 @@ fn partitioned_master_fences_before_the_promotion(rt: &'static str) {
     assert!(has_reason(&c, 0, "isolated"), "{}", c.log(0));
     assert!(c.postmaster_pid(0).is_none(), "isolated db0 runs postgres");
     net.heal_between(0, 1);
-    let st = c.wait_state(0, "replica", REJOIN);
-    assert_eq!(st["local"]["upstream"], "db1", "{st}");
+    following(&c, 0, "db1");
     assert_eq!(c.state(1).as_deref(), Some("master"));
     let acks = w.stop();
     // The order: db0's postgres was stopped (state isolated) before db1 began to promote.
@@ -174,8 +185,7 @@ fn keep_serving_master_acknowledges_what_the_heal_sets_aside(rt: &'static str) {
     assert_eq!(c.state(0).as_deref(), Some("master"), "{}", c.logs());
     net.heal_between(0, 1);
     // db0 is on the older timeline: it steps down and re-clones from db1.
-    let st = c.wait_state(0, "replica", REJOIN);
-    assert_eq!(st["local"]["upstream"], "db1", "{st}");
+    following(&c, 0, "db1");
     let acks = w.stop();
     let late = ids(&acks
         .iter()
@@ -209,8 +219,7 @@ fn stale_master_steps_down_and_the_new_masters_writes_survive(rt: &'static str) 
     // Two masters, each on its side.
     assert_eq!(c.state(0).as_deref(), Some("master"), "{}", c.logs());
     net.heal_between(0, 1);
-    let st = c.wait_state(0, "replica", REJOIN);
-    assert_eq!(st["local"]["upstream"], "db1", "{st}");
+    following(&c, 0, "db1");
     let rejoined = Instant::now();
     w.wait_acks(20, Some(rejoined), CHANGE);
     let acks = w.stop();
@@ -267,8 +276,7 @@ fn restarted_together_elect_the_more_advanced_data(rt: &'static str) {
     c.pg_ctl_stop(1, "fast");
     c.start_all();
     c.wait_state(1, "master", BOOT);
-    let st = c.wait_state(0, "replica", REJOIN);
-    assert_eq!(st["local"]["upstream"], "db1", "{st}");
+    following(&c, 0, "db1");
     let gone = lost(&acks, &ids_on(&c, 1));
     assert!(gone.is_empty(), "lost {gone:?}\n{}", c.logs());
     wait_ids(&c, 0, &ids(&acks));
@@ -329,8 +337,7 @@ fn ahead_node_refuses_to_re_clone_from_a_master_behind_it(rt: &'static str) {
     let cfg = c.nodes[1].config.display().to_string();
     let out = c.pgha(&["recover", "--force", "--config", &cfg]);
     assert!(out.status.success(), "{}", stdout(&out));
-    let st = c.wait_state(1, "replica", REJOIN);
-    assert_eq!(st["local"]["upstream"], "db0", "{st}");
+    following(&c, 1, "db0");
     let aside = ids_set_aside(&c, 1);
     assert!(
         ids(&acks).is_subset(&aside),
