@@ -1,125 +1,148 @@
-//! A client that records acknowledged writes: a thread inserting numbered rows, one
-//! autocommit insert at a time, into `acked (id bigint primary key)` through one port, keeping
-//! every id the server acknowledged (and when), reconnecting after any error. What a test then
-//! checks on the survivor: every acknowledged id is there, or where it went.
+//! A client that records every write the server acknowledged, to check none is lost after a
+//! failover: numbered rows inserted one at a time in autocommit, each call bounded (a hung
+//! server never hangs the writer), the ids of the acknowledged ones kept.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::{connect_port, wait_for};
+use crate::db::Db;
 
-/// The table the writer inserts into; create it on the master first.
-pub const ACK_TABLE: &str = "create table if not exists acked (id bigint primary key)";
-
-/// One acknowledged insert: its id and when the acknowledgement came.
+/// One acknowledged insert: the row's id and which target (index in the writer's list)
+/// acknowledged it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
     pub id: i64,
-    pub at: Instant,
+    pub target: usize,
 }
 
+/// A thread inserting `insert into <table> (id) values (<id>)` with ids counting up from
+/// `first_id`, every `pace`; see [`AckWriter::session`] and [`AckWriter::anywhere`].
 #[derive(Debug)]
 pub struct AckWriter {
     stop: Arc<AtomicBool>,
-    acks: Arc<Mutex<Vec<Ack>>>,
+    acked: Arc<Mutex<Vec<Ack>>>,
+    ended: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// The bound of one connect or insert.
+const CALL_LIMIT: Duration = Duration::from_secs(2);
+
 impl AckWriter {
-    /// Writes ids `first`, `first + 1`, ... through 127.0.0.1:`port` every `pace`, each id
-    /// tried once (an id whose insert failed is skipped: it may or may not have committed).
-    /// Calls are not bounded beyond the connect: point it at a server that may stop or refuse,
-    /// not one that may hang.
-    pub fn start(port: u16, first: i64, pace: Duration) -> AckWriter {
+    /// Writes on one session to `host:port`, opened before this returns (panics if it cannot
+    /// be), never reopened: once the server ends it (or a call passes its bound) the writer
+    /// stops by itself ([`AckWriter::ended`]). What a client connected to a master before a
+    /// fault does.
+    pub fn session(host: &str, port: u16, table: &str, first_id: i64, pace: Duration) -> AckWriter {
+        let db = Db::session(host, port, CALL_LIMIT)
+            .unwrap_or_else(|e| panic!("a session to {host}:{port}: {e}"));
+        AckWriter::spawn(vec![db], table, first_id, pace)
+    }
+
+    /// Writes on the first of `targets` (host, port) that takes the write, reconnecting to
+    /// any of them as needed: what a client that follows the master does.
+    pub fn anywhere(
+        targets: &[(String, u16)],
+        table: &str,
+        first_id: i64,
+        pace: Duration,
+    ) -> AckWriter {
+        let dbs = targets
+            .iter()
+            .map(|(h, p)| Db::at(h, *p, CALL_LIMIT))
+            .collect();
+        AckWriter::spawn(dbs, table, first_id, pace)
+    }
+
+    fn spawn(mut dbs: Vec<Db>, table: &str, first_id: i64, pace: Duration) -> AckWriter {
         let stop = Arc::new(AtomicBool::new(false));
-        let acks = Arc::new(Mutex::new(Vec::new()));
-        let (s, a) = (stop.clone(), acks.clone());
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let ended = Arc::new(AtomicBool::new(false));
+        let (s, a, e) = (stop.clone(), acked.clone(), ended.clone());
+        let table = table.to_string();
         let thread = std::thread::spawn(move || {
-            let mut client = None;
-            let mut id = first;
+            let mut id = first_id;
             while !s.load(Ordering::SeqCst) {
-                let c = match client.take() {
-                    Some(c) => c,
-                    None => match connect_port(port, "postgres", Duration::from_secs(1)) {
-                        Ok(c) => c,
-                        Err(_) => {
-                            std::thread::sleep(Duration::from_millis(50));
-                            continue;
+                let sql = format!("insert into {table} (id) values ({id})");
+                let mut done = false;
+                let mut gone = 0;
+                for (target, db) in dbs.iter_mut().enumerate() {
+                    match db.execute(&sql) {
+                        Ok(()) => {
+                            a.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(Ack { id, target });
+                            done = true;
+                            break;
                         }
-                    },
-                };
-                let mut c: postgres::Client = c;
-                let r = c.batch_execute(&format!("insert into acked values ({id})"));
-                let done = id;
-                id += 1;
-                match r {
-                    Ok(()) => {
-                        let ack = Ack {
-                            id: done,
-                            at: Instant::now(),
-                        };
-                        a.lock().unwrap_or_else(|e| e.into_inner()).push(ack);
-                        client = Some(c);
-                        std::thread::sleep(pace);
+                        // Committed earlier without an acknowledgement: it is there.
+                        Err(m) if m.contains("duplicate key") => {
+                            done = true;
+                            break;
+                        }
+                        Err(m) if m.contains("the session is gone") => gone += 1,
+                        Err(_) => {}
                     }
-                    // Read-only (a replica) or gone: reconnect after a pause.
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+                if gone == dbs.len() {
+                    e.store(true, Ordering::SeqCst);
+                    return;
+                }
+                if done {
+                    id += 1;
+                    std::thread::sleep(pace);
+                } else {
+                    std::thread::sleep(Duration::from_millis(20));
                 }
             }
         });
         AckWriter {
             stop,
-            acks,
+            acked,
+            ended,
             thread: Some(thread),
         }
     }
 
-    pub fn acks(&self) -> Vec<Ack> {
-        self.acks.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The writes acknowledged so far.
+    pub fn acked(&self) -> Vec<Ack> {
+        self.acked.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Waits until at least `n` writes were acknowledged after `since` (None: ever).
-    pub fn wait_acks(&self, n: usize, since: Option<Instant>, limit: Duration) {
-        wait_for(limit, &format!("{n} acknowledged writes"), || {
-            let got = self
-                .acks()
-                .iter()
-                .filter(|a| since.is_none_or(|t| a.at > t))
-                .count();
-            (got >= n).then_some(())
-        });
+    /// How many writes target `target` acknowledged so far.
+    pub fn count_on(&self, target: usize) -> usize {
+        self.acked().iter().filter(|a| a.target == target).count()
     }
 
-    /// Stops the thread (after its call in flight) and returns every acknowledgement.
+    /// Whether a [`AckWriter::session`] writer's session is gone (it stopped by itself).
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Stops the writer (within one bounded call) and returns every acknowledged write.
     pub fn stop(mut self) -> Vec<Ack> {
-        self.halt();
-        self.acks()
-    }
-
-    /// Stops the thread; one whose call hangs (a hung server) is left behind after 10 s.
-    fn halt(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
-            let done = crate::poll(Duration::from_secs(10), Duration::from_millis(20), || {
-                t.is_finished().then_some(())
-            });
-            if done.is_some() {
-                let _ = t.join();
-            }
+            let _ = t.join();
         }
+        self.acked()
     }
 }
 
 impl Drop for AckWriter {
     fn drop(&mut self) {
-        self.halt();
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 
-/// The ids of `acks`.
-pub fn ids(acks: &[Ack]) -> BTreeSet<i64> {
-    acks.iter().map(|a| a.id).collect()
+/// The ids of `acked` missing from `present` (the ids a node holds), in order.
+pub fn lost(acked: &[Ack], present: &BTreeSet<i64>) -> Vec<i64> {
+    acked
+        .iter()
+        .map(|a| a.id)
+        .filter(|id| !present.contains(id))
+        .collect()
 }

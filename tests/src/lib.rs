@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 pub use serde_json::Value;
 
 pub mod ack;
+pub mod db;
 pub mod partition;
+
+pub use ack::{Ack, AckWriter, lost};
 
 /// Ports below Linux's ephemeral range (32768-60999), so no outgoing connection's source
 /// port can take one a test is about to listen on: postgres 20000-20999, APIs 21000-21999,

@@ -3,11 +3,9 @@
 //! Every scenario runs under both runtimes.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pgha_tests::{Cluster, Extra, http, http_auth, wait_for};
+use pgha_tests::{AckWriter, Cluster, Extra, http, http_auth, lost, wait_for};
 
 use super::bootstrapped;
 
@@ -21,93 +19,15 @@ fn output(o: &std::process::Output) -> String {
     )
 }
 
-/// A client that commits one row at a time on whichever node accepts writes, and remembers
+/// A client that commits one row at a time on whichever node accepts writes, remembering
 /// every id whose commit was acknowledged.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(i64, usize)>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Writer {
-    fn start(c: &Cluster) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let nodes: Vec<(String, u16)> = c
-            .nodes
-            .iter()
-            .map(|n| (n.host.clone(), n.pg_port))
-            .collect();
-        let (s, a) = (stop.clone(), acked.clone());
-        let thread = std::thread::spawn(move || {
-            let mut id: i64 = 1000;
-            let mut conns: Vec<Option<postgres::Client>> = nodes.iter().map(|_| None).collect();
-            while !s.load(Ordering::SeqCst) {
-                let mut done = false;
-                for (i, (host, port)) in nodes.iter().enumerate() {
-                    if conns[i].is_none() {
-                        conns[i] = postgres::Config::new()
-                            .host(host)
-                            .port(*port)
-                            .user("postgres")
-                            .dbname("postgres")
-                            .connect_timeout(Duration::from_millis(500))
-                            .connect(postgres::NoTls)
-                            .ok();
-                    }
-                    let Some(db) = conns[i].as_mut() else {
-                        continue;
-                    };
-                    match db.simple_query(&format!("insert into t values ({id}, 'w')")) {
-                        Ok(_) => {
-                            a.lock().unwrap().push((id, i));
-                            done = true;
-                            break;
-                        }
-                        Err(e) => {
-                            let dup =
-                                e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION);
-                            if dup {
-                                // Committed earlier without an acknowledgement: it is there.
-                                done = true;
-                                break;
-                            }
-                            if e.is_closed() || e.code().is_none() {
-                                conns[i] = None;
-                            }
-                        }
-                    }
-                }
-                if done {
-                    id += 1;
-                } else {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        });
-        Writer {
-            stop,
-            acked,
-            thread: Some(thread),
-        }
-    }
-
-    fn acked_on(&self, node: usize) -> usize {
-        self.acked
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, n)| *n == node)
-            .count()
-    }
-
-    fn stop(mut self) -> Vec<(i64, usize)> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.acked.lock().unwrap().clone()
-    }
+fn writer(c: &Cluster) -> AckWriter {
+    let targets: Vec<(String, u16)> = c
+        .nodes
+        .iter()
+        .map(|n| (n.host.clone(), n.pg_port))
+        .collect();
+    AckWriter::anywhere(&targets, "t", 1000, Duration::ZERO)
 }
 
 fn promote_force_switches_over_without_losing_an_acknowledged_write(rt: &'static str) {
@@ -140,15 +60,15 @@ fn promote_force_switches_over_without_losing_an_acknowledged_write(rt: &'static
     assert_eq!(c.state(1).as_deref(), Some("replica"));
 
     // Forced, with a client writing all along: a switchover.
-    let w = Writer::start(&c);
+    let w = writer(&c);
     wait_for(Duration::from_secs(20), "writes on db0", || {
-        (w.acked_on(0) >= 20).then_some(())
+        (w.count_on(0) >= 20).then_some(())
     });
     let out = c.pgha(&["promote", "--force", "--config", &db1]);
     assert!(out.status.success(), "{}\n{}", output(&out), c.logs());
     c.wait_state(1, "master", Duration::from_secs(30));
     wait_for(Duration::from_secs(30), "writes on db1", || {
-        (w.acked_on(1) >= 20).then_some(())
+        (w.count_on(1) >= 20).then_some(())
     });
     let st = c.wait_state(0, "replica", REJOIN);
     assert_eq!(st["local"]["upstream"], "db1", "{st}");
@@ -159,11 +79,7 @@ fn promote_force_switches_over_without_losing_an_acknowledged_write(rt: &'static
         .iter()
         .map(|v| v.parse().unwrap())
         .collect();
-    let lost: Vec<i64> = acked
-        .iter()
-        .map(|(id, _)| *id)
-        .filter(|id| !present.contains(id))
-        .collect();
+    let lost = lost(&acked, &present);
     assert!(
         lost.is_empty(),
         "{} acknowledged writes lost: {lost:?}\n{}",

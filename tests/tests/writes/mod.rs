@@ -5,12 +5,11 @@
 //! `/status`, never from durations.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgha_core::Transition;
-use pgha_tests::ack::{ACK_TABLE, Ack, AckWriter, ids};
 use pgha_tests::partition::Partition;
-use pgha_tests::{Cluster, Extra, wait_for};
+use pgha_tests::{Ack, AckWriter, Cluster, Extra, lost, wait_for};
 
 use super::{BOOT, REJOIN, boot, bootstrapped, kill_master, stdout, stop_daemons};
 
@@ -20,7 +19,7 @@ const PACE: Duration = Duration::from_millis(5);
 const CHANGE: Duration = Duration::from_secs(30);
 
 /// A two-node cluster whose nodes reach each other through a [`Partition`], with
-/// `replication.isolation` set, booted (db0 master, db1 replica) with the writer's table.
+/// `replication.isolation` set, booted (db0 master, db1 replica, table `t`).
 fn partitioned(name: &str, rt: &'static str, isolation: &str) -> (Cluster, Partition) {
     let extra = Extra {
         replication: format!("isolation = \"{isolation}\""),
@@ -28,10 +27,7 @@ fn partitioned(name: &str, rt: &'static str, isolation: &str) -> (Cluster, Parti
     };
     let mut c = Cluster::with(name, rt, 2, extra);
     let net = Partition::new(&mut c);
-    let c = boot(c);
-    c.sql(0, ACK_TABLE);
-    c.wait_rows(1, "select count(*) from acked", &["0"], CHANGE);
-    (c, net)
+    (boot(c), net)
 }
 
 /// Waits until node `i` is a replica streaming from `master`.
@@ -71,37 +67,35 @@ fn has_reason(c: &Cluster, i: usize, code: &str) -> bool {
         .any(|(_, t)| t.reason.code() == code)
 }
 
-/// The writer's ids present on node `i`.
+/// The ids in table `t` of node `i`.
 fn ids_on(c: &Cluster, i: usize) -> BTreeSet<i64> {
-    c.try_rows(i, "select id from acked")
+    parse_ids(c.try_rows(i, "select id from t"))
         .unwrap_or_else(|e| panic!("{}: {e}", c.nodes[i].name))
-        .iter()
-        .filter_map(|v| v.parse().ok())
-        .collect()
 }
 
-/// The writer's ids in the copy of node `i`'s data its re-clone set aside.
+fn parse_ids(rows: Result<Vec<String>, String>) -> Result<BTreeSet<i64>, String> {
+    Ok(rows?.iter().filter_map(|v| v.parse().ok()).collect())
+}
+
+/// The ids of `acks`.
+fn ids(acks: &[Ack]) -> BTreeSet<i64> {
+    acks.iter().map(|a| a.id).collect()
+}
+
+/// The ids in table `t` of the copy of node `i`'s data its re-clone set aside.
 fn ids_set_aside(c: &Cluster, i: usize) -> BTreeSet<i64> {
     let kept = c.set_aside(i);
     let copy = kept
         .last()
         .unwrap_or_else(|| panic!("{} set no data aside\n{}", c.nodes[i].name, c.log(i)));
-    c.rows_in_copy(copy, "select id from acked")
+    parse_ids(c.rows_in_copy(copy, "select id from t"))
         .unwrap_or_else(|e| panic!("{}: {e}", copy.display()))
-        .iter()
-        .filter_map(|v| v.parse().ok())
-        .collect()
-}
-
-/// The acknowledged ids missing from `present`.
-fn lost(acks: &[Ack], present: &BTreeSet<i64>) -> BTreeSet<i64> {
-    ids(acks).difference(present).copied().collect()
 }
 
 /// The acknowledged ids the new master db1 lacks, each of them in the copy of db0's data its
 /// re-clone set aside.
 fn lost_and_set_aside(c: &Cluster, acks: &[Ack]) -> BTreeSet<i64> {
-    let gone = lost(acks, &ids_on(c, 1));
+    let gone: BTreeSet<i64> = lost(acks, &ids_on(c, 1)).into_iter().collect();
     let aside = ids_set_aside(c, 0);
     assert!(
         gone.is_subset(&aside),
@@ -117,35 +111,49 @@ fn wait_ids(c: &Cluster, i: usize, want: &BTreeSet<i64>) {
         CHANGE,
         &format!("{} to hold every acknowledged id", c.nodes[i].name),
         || {
-            let have = c.try_rows(i, "select id from acked").ok()?;
-            let have: BTreeSet<i64> = have.iter().filter_map(|v| v.parse().ok()).collect();
+            let have = parse_ids(c.try_rows(i, "select id from t")).ok()?;
             want.is_subset(&have).then_some(())
         },
     );
 }
 
-/// Cuts the link both ways while the writer writes to db0 (master); returns when db1 is master
-/// (and when that was seen).
-fn cut_and_fail_over(c: &Cluster, net: &Partition, w: &AckWriter) -> Instant {
-    w.wait_acks(20, None, CHANGE);
+/// Waits until `w` has `n` more acknowledged writes than `after`.
+fn wait_acked(w: &AckWriter, n: usize, after: usize) {
+    wait_for(CHANGE, &format!("{n} acknowledged writes"), || {
+        (w.acked().len() >= after + n).then_some(())
+    });
+}
+
+/// A writer on one session to node `i`'s postgres (what a client connected to the master
+/// does), ids from `first` into table `t`.
+fn session(c: &Cluster, i: usize, first: i64) -> AckWriter {
+    AckWriter::session(&c.nodes[i].host, c.nodes[i].pg_port, "t", first, PACE)
+}
+
+/// Cuts the link both ways while `w` writes to db0 (master); returns when db1 is master, with
+/// how many writes were acknowledged when that was seen.
+fn cut_and_fail_over(c: &Cluster, net: &Partition, w: &AckWriter) -> usize {
+    wait_acked(w, 20, 0);
     wait_for(CHANGE, "db1 to replicate the first writes", || {
         (ids_on(c, 1).len() >= 10).then_some(())
     });
     net.cut_between(0, 1);
     c.wait_state(1, "master", CHANGE);
-    Instant::now()
+    w.acked().len()
 }
 
 // ---- the scenarios ----------------------------------------------------------------------
 
 fn partitioned_master_fences_before_the_promotion(rt: &'static str) {
     let (c, net) = partitioned("fence", rt, "fence");
-    let w = AckWriter::start(c.nodes[0].pg_port, 1, PACE);
-    let promoted_seen = cut_and_fail_over(&c, &net, &w);
-    // Cut off, db0 stopped its postgres and waits, isolated, for news from db1.
+    let w = session(&c, 0, 1000);
+    let before_seen = cut_and_fail_over(&c, &net, &w);
+    // Cut off, db0 stopped its postgres (its session with it) and waits, isolated, for news
+    // from db1.
     c.wait_state(0, "isolated", CHANGE);
     assert!(has_reason(&c, 0, "isolated"), "{}", c.log(0));
     assert!(c.postmaster_pid(0).is_none(), "isolated db0 runs postgres");
+    wait_for(CHANGE, "db0's session to end", || w.ended().then_some(()));
     net.heal_between(0, 1);
     following(&c, 0, "db1");
     assert_eq!(c.state(1).as_deref(), Some("master"));
@@ -159,12 +167,12 @@ fn partitioned_master_fences_before_the_promotion(rt: &'static str) {
         c.explain().unwrap_or_default()
     );
     // So nothing the old master acknowledged came after the promotion ...
-    let late: Vec<&Ack> = acks.iter().filter(|a| a.at > promoted_seen).collect();
+    let late = &acks[before_seen..];
     assert!(
         late.is_empty(),
         "acknowledged after the promotion: {late:?}"
     );
-    // ... and what the promotion lost (acknowledged between the cut and the fence, not yet
+    // ... and what the promotion lost (acknowledged between the cut and the fence, never
     // shipped: replication is asynchronous) is in the data db0 set aside.
     let gone = lost_and_set_aside(&c, &acks);
     eprintln!(
@@ -178,20 +186,16 @@ fn partitioned_master_fences_before_the_promotion(rt: &'static str) {
 
 fn keep_serving_master_acknowledges_what_the_heal_sets_aside(rt: &'static str) {
     let (c, net) = partitioned("keepserving", rt, "keep-serving");
-    let w = AckWriter::start(c.nodes[0].pg_port, 1, PACE);
-    let promoted_seen = cut_and_fail_over(&c, &net, &w);
+    let w = session(&c, 0, 1000);
+    let before_seen = cut_and_fail_over(&c, &net, &w);
     // Cut off, db0 keeps serving and acknowledging: the partition window.
-    w.wait_acks(20, Some(promoted_seen), CHANGE);
+    wait_acked(&w, 20, before_seen);
     assert_eq!(c.state(0).as_deref(), Some("master"), "{}", c.logs());
     net.heal_between(0, 1);
     // db0 is on the older timeline: it steps down and re-clones from db1.
     following(&c, 0, "db1");
     let acks = w.stop();
-    let late = ids(&acks
-        .iter()
-        .filter(|a| a.at > promoted_seen)
-        .copied()
-        .collect::<Vec<_>>());
+    let late = ids(&acks[before_seen..]);
     // Every write acknowledged after the promotion is lost, and kept in the set-aside copy.
     let gone = lost_and_set_aside(&c, &acks);
     assert!(late.is_subset(&gone), "{:?}", late.difference(&gone));
@@ -214,14 +218,14 @@ fn stale_master_steps_down_and_the_new_masters_writes_survive(rt: &'static str) 
     net.cut_between(0, 1);
     c.wait_state(1, "master", CHANGE);
     let pm1 = c.postmaster_pid(1).expect("db1's postmaster");
-    let w = AckWriter::start(c.nodes[1].pg_port, 1, PACE);
-    w.wait_acks(50, None, CHANGE);
+    let w = session(&c, 1, 1000);
+    wait_acked(&w, 50, 0);
     // Two masters, each on its side.
     assert_eq!(c.state(0).as_deref(), Some("master"), "{}", c.logs());
     net.heal_between(0, 1);
     following(&c, 0, "db1");
-    let rejoined = Instant::now();
-    w.wait_acks(20, Some(rejoined), CHANGE);
+    wait_acked(&w, 20, w.acked().len());
+    assert!(!w.ended(), "db1 ended the writer's session\n{}", c.logs());
     let acks = w.stop();
     // Every id the new master acknowledged is on it, and reached the old master.
     let gone = lost(&acks, &ids_on(&c, 1));
@@ -244,13 +248,19 @@ fn stale_master_steps_down_and_the_new_masters_writes_survive(rt: &'static str) 
         .filter(|(_, t)| t.from.name() == "master")
         .collect();
     assert!(left.is_empty(), "db1 left master: {left:?}");
+    let why = transitions(&c, 0)
+        .into_iter()
+        .rev()
+        .find(|(_, t)| t.from.name() == "master")
+        .map(|(_, t)| t.reason.code())
+        .unwrap_or_default();
     assert!(
-        has_reason(&c, 0, "split_brain") || has_reason(&c, 0, "peer_on_newer_timeline"),
-        "db0 stepped down for another reason:\n{}",
+        why == "split_brain" || why == "peer_on_newer_timeline",
+        "db0 left master for {why:?}:\n{}",
         c.explain().unwrap_or_default()
     );
     eprintln!(
-        "[{rt}] stale master: {} acknowledged by the new master, 0 lost",
+        "[{rt}] stale master: {} acknowledged by the new master, 0 lost; db0 stepped down: {why}",
         acks.len()
     );
     c.assert_replay(0);
@@ -259,19 +269,18 @@ fn stale_master_steps_down_and_the_new_masters_writes_survive(rt: &'static str) 
 
 fn restarted_together_elect_the_more_advanced_data(rt: &'static str) {
     let mut c = bootstrapped("restartahead", rt, Extra::default());
-    c.sql(0, ACK_TABLE);
     kill_master(&mut c);
     c.start(0);
-    c.wait_state(0, "replica", REJOIN);
-    let w = AckWriter::start(c.nodes[1].pg_port, 1, PACE);
-    w.wait_acks(20, None, CHANGE);
+    following(&c, 0, "db1");
+    let w = session(&c, 1, 1000);
+    wait_acked(&w, 20, 0);
     let mut acks = w.stop();
     stop_daemons(&mut c);
     // db0's postgres stops first; db1 acknowledges one more write, then stops: its data,
     // which ran as master, is ahead of db0's.
     c.pg_ctl_stop(0, "fast");
-    let last = AckWriter::start(c.nodes[1].pg_port, 1_000_000, PACE);
-    last.wait_acks(1, None, CHANGE);
+    let last = session(&c, 1, 100_000);
+    wait_acked(&last, 1, 0);
     acks.extend(last.stop());
     c.pg_ctl_stop(1, "fast");
     c.start_all();
@@ -301,15 +310,14 @@ fn ahead_node_refuses_to_re_clone_from_a_master_behind_it(rt: &'static str) {
     let (mut c, net) = partitioned("peerbehind", rt, "fence");
     kill_master(&mut c);
     // db1, now master on timeline 2, acknowledges writes db0 never had; then it stops.
-    let w = AckWriter::start(c.nodes[1].pg_port, 1, PACE);
-    w.wait_acks(20, None, CHANGE);
+    let w = session(&c, 1, 1000);
+    wait_acked(&w, 20, 0);
     let acks = w.stop();
     c.kill_daemon(1);
     c.pg_ctl_stop(1, "fast");
     // db0 comes back alone and leads on its own (older) data. It must not hear db1's daemon
-    // (cut): told that db1's data is on a newer timeline, it would step down, and db1 would
-    // lead, which is the outcome without an operator; this scenario is the one where the
-    // stale master stays up.
+    // (cut): told that db1's data is on a newer timeline, it would step down and db1 would
+    // lead, the outcome without an operator; this is the case where the stale master stays.
     net.cut_api(0, 1);
     c.start(0);
     c.wait_state(0, "master", BOOT);
@@ -318,18 +326,17 @@ fn ahead_node_refuses_to_re_clone_from_a_master_behind_it(rt: &'static str) {
     assert_eq!(st["last_transition"]["reason_code"], "peer_behind", "{st}");
     assert!(c.postmaster_pid(1).is_none(), "fenced db1 runs postgres");
     // A plain recover is refused the same way.
-    let before = transitions(&c, 1)
-        .iter()
-        .filter(|(_, t)| t.reason.code() == "peer_behind")
-        .count();
+    let refusals = || {
+        transitions(&c, 1)
+            .iter()
+            .filter(|(_, t)| t.reason.code() == "peer_behind")
+            .count()
+    };
+    let before = refusals();
     let out = c.pgha_on(1, "recover");
     assert!(out.status.success(), "{}", stdout(&out));
     wait_for(CHANGE, "db1 to refuse again", || {
-        let n = transitions(&c, 1)
-            .iter()
-            .filter(|(_, t)| t.reason.code() == "peer_behind")
-            .count();
-        (n > before && c.state(1)? == "fenced").then_some(())
+        (refusals() > before && c.state(1)? == "fenced").then_some(())
     });
     // db1's acknowledged writes are still in its data dir, untouched.
     assert!(c.set_aside(1).is_empty(), "{:?}", c.set_aside(1));
