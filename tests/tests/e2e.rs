@@ -279,7 +279,7 @@ fn both_restarted_elect_one_master(rt: &'static str) {
     c.assert_replay(1);
 }
 
-fn split_brain_stops_both_until_recover(rt: &'static str) {
+fn split_brain_both_stop(rt: &'static str) {
     // The rule under test (no longer the default).
     let extra = Extra {
         replication: "split_brain = \"both-stop\"".into(),
@@ -289,37 +289,40 @@ fn split_brain_stops_both_until_recover(rt: &'static str) {
     // Signal the promotion without waiting for it: pgha may stop db1 (split-brain) before a
     // waiting pg_promote(true) returns, which would end this session with an error.
     c.sql(1, "select pg_promote(false)");
-    // Each master that sees the other stops and stays fenced. Which sees the other first is
-    // a race: one or both are fenced; one that saw no second master (the other had already
-    // stopped) keeps serving.
-    wait_for(Duration::from_secs(20), "a split-brain stop", || {
-        (c.state(0)? == "fenced" || c.state(1)? == "fenced").then_some(())
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    let states = [
-        c.state(0).unwrap_or_default(),
-        c.state(1).unwrap_or_default(),
-    ];
-    for (i, s) in states.iter().enumerate() {
-        assert!(s == "fenced" || s == "master", "db{i} is {s}\n{}", c.logs());
-        if s == "fenced" {
-            assert!(c.postmaster_pid(i).is_none(), "fenced db{i} runs postgres");
-        }
-    }
-    assert!(states.iter().any(|s| s == "fenced"));
-    // `recover` on a fenced node: it leads when no master is left, else rejoins the master.
-    let first = if states[0] == "fenced" { 0 } else { 1 };
-    let out = c.pgha_on(first, "recover");
-    assert!(out.status.success(), "{}", stdout(&out));
-    assert!(stdout(&out).contains("recover"), "{}", stdout(&out));
-    let (master, replica) = if states[1 - first] == "fenced" {
-        c.wait_state(first, "master", Duration::from_secs(20));
-        let out = c.pgha_on(1 - first, "recover");
-        assert!(out.status.success(), "{}", stdout(&out));
-        (first, 1 - first)
-    } else {
-        (1 - first, first)
+    // db0, whose timeline the promotion left behind, never keeps serving: it stops, fenced
+    // (it saw db1 as a second master) or stepped down (it saw db1's newer timeline first); a
+    // stepped-down db0 rejoins db1 by itself once db1 serves. db1 stops and stays fenced if it
+    // saw db0 as a master before db0 stopped, else it keeps serving: a race.
+    let settled = |i: usize| {
+        wait_for(Duration::from_secs(20), &format!("db{i} to settle"), || {
+            let s = c.state(i)?;
+            (s != "master" && s != "stepping_down" || i == 1 && s == "master").then_some(s)
+        })
     };
+    settled(0);
+    // A split-brain stop of db1 under way ends within this.
+    std::thread::sleep(Duration::from_secs(2));
+    let s1 = settled(1);
+    assert!(
+        s1 == "fenced" || s1 == "master",
+        "db1 is {s1}\n{}",
+        c.logs()
+    );
+    if s1 == "fenced" {
+        assert!(c.postmaster_pid(1).is_none(), "fenced db1 runs postgres");
+        // `recover` on db1: it leads (db0 is stopped, on the older timeline).
+        let out = c.pgha_on(1, "recover");
+        assert!(out.status.success(), "{}", stdout(&out));
+        assert!(stdout(&out).contains("recover"), "{}", stdout(&out));
+        c.wait_state(1, "master", Duration::from_secs(20));
+    }
+    // A fenced db0 waits for an operator: `recover` there rejoins the master.
+    if settled(0) == "fenced" {
+        assert!(c.postmaster_pid(0).is_none(), "fenced db0 runs postgres");
+        let out = c.pgha_on(0, "recover");
+        assert!(out.status.success(), "{}", stdout(&out));
+    }
+    let (master, replica) = (1, 0);
     c.wait_state(replica, "replica", REJOIN);
     assert_eq!(c.state(master).as_deref(), Some("master"));
     c.sql(master, "insert into t values (3, 'three')");
@@ -333,7 +336,7 @@ fn split_brain_stops_both_until_recover(rt: &'static str) {
     c.assert_replay(1);
     let text = c.explain().expect("pgha explain failed");
     assert!(
-        text.contains("split-brain"),
+        text.contains("split-brain") || text.contains("newer than this master's"),
         "explain does not name the cause:\n{text}"
     );
 }
@@ -627,6 +630,24 @@ fn another_clusters_data_is_never_replaced(rt: &'static str) {
     c.start(0);
     c.wait_state(0, "master", BOOT);
     c.start(1);
+    // Its data ran as master and is further than db0's on one timeline: the core refuses to
+    // re-clone it (fenced, peer_behind) unless forced; forced, the shell refuses to replace
+    // another cluster's data (halted, foreign_cluster).
+    let st = wait_for(
+        Duration::from_secs(40),
+        "db1 to be fenced or halted",
+        || {
+            let s = c.status(1)?;
+            matches!(s["state"].as_str(), Some("fenced" | "halted")).then_some(s)
+        },
+    );
+    if st["state"] == "fenced" {
+        assert_eq!(st["last_transition"]["reason_code"], "peer_behind", "{st}");
+        let cfg = c.nodes[1].config.display().to_string();
+        let out = c.pgha(&["recover", "--force", "--config", &cfg]);
+        assert!(out.status.success(), "{}", stdout(&out));
+        assert!(stdout(&out).contains("recover --force"), "{}", stdout(&out));
+    }
     let st = c.wait_state(1, "halted", Duration::from_secs(40));
     assert_eq!(
         st["last_transition"]["reason_code"], "foreign_cluster",
@@ -771,7 +792,7 @@ both_runtimes! {
     the_old_master_restarted_rejoins_as_a_replica_of_the_new_one => old_master_rejoins_as_replica;
     a_hung_master_is_replaced_and_rejoins_after_sigcont => hung_master_is_replaced_and_rejoins;
     both_nodes_restarted_elect_one_master_by_the_grace_rule => both_restarted_elect_one_master;
-    a_forced_split_brain_stops_both_until_recover => split_brain_stops_both_until_recover;
+    with_both_stop_a_forced_split_brain_never_leaves_the_old_master_serving_and_recover_restores_the_pair => split_brain_both_stop;
     with_the_timeline_rule_only_the_older_master_steps_down => split_brain_timeline_rule_steps_down_older;
     a_killed_daemon_restarted_adopts_its_running_postgres => daemon_restart_adopts_running_postgres;
     a_three_node_star_promotes_on_request_and_the_other_replica_follows => star_promote_and_follow;
