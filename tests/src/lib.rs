@@ -23,6 +23,7 @@ pub use serde_json::Value;
 
 pub mod ack;
 pub mod db;
+pub mod partition;
 
 pub use ack::{Ack, AckWriter, lost};
 
@@ -243,6 +244,19 @@ pub fn http_auth(
     Ok((code, body.to_string()))
 }
 
+/// Whether process `pid` exists and has not exited: a zombie does not run. (A SIGKILLed
+/// postmaster is reparented to PID 1, which on some machines reaps it only seconds later.)
+pub fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // "pid (comm) S ...": the state follows the last ')'.
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|st| st != "Z")
+        })
+        .unwrap_or(false)
+}
+
 fn signal(pid: i32, sig: nix::sys::signal::Signal) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).is_ok()
 }
@@ -413,10 +427,7 @@ impl Cluster {
             if j == i {
                 continue;
             }
-            s.push_str(&format!(
-                "[[peers]]\nname = \"{}\"\nindex = {}\nhost = \"{}\"\nport = {}\napi = \"{}\"\n\n",
-                p.name, p.index, p.host, p.pg_port, p.api
-            ));
+            s.push_str(&self.peer_block(j, &p.host, p.pg_port, p.api));
         }
         s.push_str(&format!(
             "[replication]\nenabled = true\ngrace = 3\ngrace_stagger = 1\ntransition_bound = 3\nconnect_timeout = {CONNECT_TIMEOUT}\npsql_error_count = {PSQL_ERROR_COUNT}\nprobe_interval = {PROBE_INTERVAL}\n{}\n\n[postgres]\nsocket_dir = \"{}\"\n{}\n\n[timeouts]\nstart = 30\nstop = 30\nbasebackup = 60\n\n[journal]\npath = \"{}\"\n",
@@ -440,6 +451,38 @@ impl Cluster {
         s.push('\n');
         s.push_str(&extra.sections.replace("{node}", &n.name));
         s
+    }
+
+    /// Node `j`'s `[[peers]]` entry, reached at `host`:`port` and API `api`.
+    fn peer_block(&self, j: usize, host: &str, port: u16, api: SocketAddr) -> String {
+        let p = &self.nodes[j];
+        format!(
+            "[[peers]]\nname = \"{}\"\nindex = {}\nhost = \"{host}\"\nport = {port}\napi = \"{api}\"\n\n",
+            p.name, p.index
+        )
+    }
+
+    /// Node `from` reaches node `to`'s postgres at 127.0.0.1:`port` and its API at
+    /// 127.0.0.1:`api` (forwarders, see [`crate::partition`]): rewrites `from`'s configuration,
+    /// before it starts.
+    pub fn route_peer(&mut self, from: usize, to: usize, port: u16, api: u16) {
+        let t = &self.nodes[to];
+        let direct = self.peer_block(to, &t.host, t.pg_port, t.api);
+        let routed = self.peer_block(
+            to,
+            "127.0.0.1",
+            port,
+            SocketAddr::from(([127, 0, 0, 1], api)),
+        );
+        let path = &self.nodes[from].config;
+        let text = std::fs::read_to_string(path).expect("read config");
+        assert!(
+            text.contains(&direct),
+            "{}: no entry for {}",
+            path.display(),
+            t.name
+        );
+        std::fs::write(path, text.replace(&direct, &routed)).expect("write config");
     }
 
     /// Starts node `i`'s pgha as the postgres user.
@@ -528,8 +571,7 @@ impl Cluster {
     pub fn postmaster_pid(&self, i: usize) -> Option<i32> {
         let text = std::fs::read_to_string(self.nodes[i].data_dir.join("postmaster.pid")).ok()?;
         let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-        alive.then_some(pid)
+        running(pid).then_some(pid)
     }
 
     pub fn signal_postmaster(&self, i: usize, sig: nix::sys::signal::Signal) -> i32 {
@@ -612,14 +654,7 @@ impl Cluster {
     /// The first column of each row of `sql` on node `i`, or the error.
     pub fn try_rows(&self, i: usize, sql: &str) -> Result<Vec<String>, String> {
         let mut c = self.connect(i).map_err(|e| e.to_string())?;
-        let msgs = c.simple_query(sql).map_err(|e| e.to_string())?;
-        Ok(msgs
-            .iter()
-            .filter_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            })
-            .collect())
+        first_column(&mut c, sql)
     }
 
     /// Waits until `sql` on node `i` returns exactly `want` (first column of each row).
@@ -676,6 +711,78 @@ impl Cluster {
             .then(|| String::from_utf8_lossy(&out.stdout).to_string())
     }
 
+    /// The copies of node `i`'s data a re-clone set aside (`<data_dir>.pgha-discarded-r*`).
+    pub fn set_aside(&self, i: usize) -> Vec<PathBuf> {
+        let prefix = format!("{}.pgha-discarded-r", self.nodes[i].name);
+        let mut kept: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            })
+            .collect();
+        kept.sort();
+        kept
+    }
+
+    /// The first column of `sql`'s rows on a copy of a data dir (one set aside): a postgres
+    /// started on it on a port of its own, stopped again before returning.
+    pub fn rows_in_copy(&self, copy: &Path, sql: &str) -> Result<Vec<String>, String> {
+        // A postmaster killed with SIGKILL leaves its lock file, naming a PID that may still
+        // be a zombie: pg_ctl would refuse to start. No postmaster runs on a copy set aside.
+        let lock = copy.join("postmaster.pid");
+        if let Some(pid) = std::fs::read_to_string(&lock)
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok())
+        {
+            if running(pid) {
+                return Err(format!("postmaster {pid} runs on {}", copy.display()));
+            }
+            std::fs::remove_file(&lock).map_err(|e| e.to_string())?;
+        }
+        let port = extra_ports(1);
+        let pg_ctl = Path::new(PG_BIN).join("pg_ctl");
+        let log = self.dir.join(format!("copy-{port}.log"));
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
+            self.dir.display()
+        );
+        let started = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(&pg_ctl)
+            .args(["start", "-w", "-t", "60", "-D"])
+            .arg(copy)
+            .arg("-l")
+            .arg(&log)
+            .args(["-o", &opts])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        let rows = if started.success() {
+            connect_port(port, "postgres", Duration::from_secs(5))
+                .and_then(|mut c| first_column(&mut c, sql))
+        } else {
+            Err(format!(
+                "postgres did not start on {}: {}",
+                copy.display(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ))
+        };
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(&pg_ctl)
+            .args(["stop", "-m", "immediate", "-w", "-t", "30", "-D"])
+            .arg(copy)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        rows
+    }
+
     /// The daemon log of node `i` (for failure messages).
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
@@ -699,6 +806,18 @@ impl Cluster {
             _ => None,
         }
     }
+}
+
+/// The first column of each row of `sql`, or the error.
+fn first_column(c: &mut postgres::Client, sql: &str) -> Result<Vec<String>, String> {
+    let msgs = c.simple_query(sql).map_err(|e| e.to_string())?;
+    Ok(msgs
+        .iter()
+        .filter_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect())
 }
 
 fn wait_for_opt<T>(limit: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {

@@ -31,12 +31,18 @@ mod lifecycle;
 mod operators;
 mod overload;
 mod routing;
+mod writes;
 
 use overload::{full_master_is_not_failed_over, full_replica_still_promotes};
 
 /// Starts a two-node cluster and waits for db0 master, db1 streaming replica.
 pub(crate) fn bootstrapped(name: &str, rt: &'static str, extra: Extra) -> Cluster {
-    let mut c = Cluster::with(name, rt, 2, extra);
+    boot(Cluster::with(name, rt, 2, extra))
+}
+
+/// Starts a two-node cluster made by the caller (e.g. with its peers routed through a
+/// [`pgha_tests::partition::Partition`]) as [`bootstrapped`] does.
+pub(crate) fn boot(mut c: Cluster) -> Cluster {
     c.start_all();
     c.wait_state(0, "master", BOOT);
     c.wait_state(1, "replica", BOOT);
@@ -53,6 +59,18 @@ fn kill_master(c: &mut Cluster) -> Duration {
     let t0 = Instant::now();
     c.wait_state(1, "master", Duration::from_secs(30));
     t0.elapsed()
+}
+
+/// SIGTERM to db0's then db1's pgha, each expected to exit 0 (postgres keeps running).
+fn stop_daemons(c: &mut Cluster) {
+    for i in [0, 1] {
+        assert_eq!(
+            c.stop_daemon(i),
+            Some(0),
+            "pgha exit code on SIGTERM\n{}",
+            c.logs()
+        );
+    }
 }
 
 fn stdout(o: &std::process::Output) -> String {
@@ -235,14 +253,7 @@ fn hung_master_is_replaced_and_rejoins(rt: &'static str) {
 
 fn both_restarted_elect_one_master(rt: &'static str) {
     let mut c = bootstrapped("restart", rt, Extra::default());
-    for i in [0, 1] {
-        assert_eq!(
-            c.stop_daemon(i),
-            Some(0),
-            "pgha exit code on SIGTERM\n{}",
-            c.logs()
-        );
-    }
+    stop_daemons(&mut c);
     // SIGTERM leaves postgres running: stop it as an operator would.
     for i in [1, 0] {
         assert!(c.postmaster_pid(i).is_some(), "SIGTERM stopped postgres");
@@ -659,15 +670,7 @@ fn a_re_clone_keeps_the_replaced_data_aside(rt: &'static str) {
     c.sql(1, "insert into t values (3, 'three')");
     c.start(0);
     c.wait_state(0, "replica", REJOIN);
-    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(&c.dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("db0.pgha-discarded-r"))
-        })
-        .collect();
+    let kept = c.set_aside(0);
     assert_eq!(kept.len(), 1, "{kept:?}\n{}", c.log(0));
     assert!(kept[0].join("PG_VERSION").is_file(), "{kept:?}");
     assert!(!c.dir.join("db0.pgha-old").exists());
