@@ -24,6 +24,13 @@ fn ten_thousand_seeds_hold_every_invariant() {
         totals.split_brain_stops += out.stats.split_brain_stops;
         totals.clones += out.stats.clones;
         totals.recovers += out.stats.recovers;
+        totals.writes += out.stats.writes;
+        totals.writes_unshipped += out.stats.writes_unshipped;
+        totals.writes_conceded += out.stats.writes_conceded;
+        totals.writes_operator += out.stats.writes_operator;
+        for (t, s) in totals.stale.iter_mut().zip(out.stats.stale) {
+            *t += s;
+        }
         if !out.ok() {
             failures.push(seed);
             if failures.len() == 1 {
@@ -42,6 +49,14 @@ fn ten_thousand_seeds_hold_every_invariant() {
         totals.split_brain_stops,
         totals.clones,
         totals.recovers
+    );
+    eprintln!(
+        "{} writes acknowledged; missing from the final master: {} unshipped at a failover, {} conceded, {} discarded by an operator; acknowledged after a promotion off their branch, by cause: {:?}",
+        totals.writes,
+        totals.writes_unshipped,
+        totals.writes_conceded,
+        totals.writes_operator,
+        totals.stale
     );
     assert!(
         failures.is_empty(),
