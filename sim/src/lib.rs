@@ -3,10 +3,11 @@
 //! A simulated cluster (two nodes in the HA topology, three to five in the star) whose daemons
 //! are real [`pgha_core::Node`]s, on a virtual clock, with simulated PostgreSQL servers (WAL
 //! position, timelines with their history, start, stop, promote and basebackup that take
-//! time and can fail), a simulated network (delay, loss, partition and heal) and process faults
-//! (postgres crash, a hung postmaster that accepts connections and never answers, daemon
-//! crash and restart, operator requests). One seed decides everything: the same seed gives
-//! the same trace.
+//! time and can fail, asynchronous replication with a lag), a simulated network (delay, loss,
+//! two-way and one-way partitions, heal), process faults (postgres crash, a hung server, a hung
+//! postmaster whose backends keep committing, daemon crash and restart, a power cut of every
+//! host, operator requests), and a client that writes through its sessions and records every
+//! acknowledged write. One seed decides everything: the same seed gives the same trace.
 //!
 //! After every step the invariants are checked (see [`World`] and docs/simulator.md):
 //! 1. two masters that can see each other never both accept writes for longer than the
@@ -18,7 +19,12 @@
 //! 4. the VIP is held by at most one node in sight of the other (beyond the same bound);
 //! 5. timelines only grow: no node runs as master on a timeline older than one it followed;
 //! 6. once the faults stop, within [`settle_ms`], exactly one master, after an operator
-//!    `recover` of any node the split-brain rule fenced.
+//!    `recover` of any node the split-brain rule fenced;
+//! 7. no write acknowledged after another node promoted off its branch by a hung master whose
+//!    daemon watched it long enough, nor by an isolated master with `isolation = fence`;
+//! 8. at the end, every acknowledged write on the final master's history, except what
+//!    asynchronous replication loses at a failover and the conceded cases ([`World::check_writes`]);
+//! 9. the timeline split-brain rule never stops both masters.
 //!
 //! Run one seed with `PGHA_SIM_SEED=1234 cargo test -p pgha-sim --test sim -- one_seed`.
 

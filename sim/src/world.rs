@@ -227,6 +227,21 @@ pub enum Stale {
 
 impl Stale {
     pub const COUNT: usize = 12;
+    /// Every cause, in the order of [`Stats::stale`].
+    pub const ALL: [Stale; Stale::COUNT] = [
+        Stale::Hung,
+        Stale::Isolated,
+        Stale::Seen,
+        Stale::Race,
+        Stale::ByHand,
+        Stale::LedBlind,
+        Stale::DaemonDown,
+        Stale::KeepServing,
+        Stale::PeerDown,
+        Stale::Loss,
+        Stale::Full,
+        Stale::OneWay,
+    ];
 
     pub fn is_violation(self) -> bool {
         matches!(
@@ -429,7 +444,7 @@ pub struct Write {
     pub at: Timestamp,
     pub until: Timestamp,
     /// Acknowledged after another node promoted off this branch: why (see
-    /// [`World::stale_write`]). Missing at the end, a violation unless the cause is conceded.
+    /// `World::stale_write`). Missing at the end, a violation unless the cause is conceded.
     pub stale: Option<Stale>,
 }
 
@@ -1698,7 +1713,7 @@ impl World {
 
     /// Records positions `from+1..=to` of `branch` acknowledged by node `i` now, with why
     /// they were acknowledged if another node promoted off that branch before
-    /// ([`World::stale_write`]); a hung or isolated writer is a violation at once.
+    /// (`World::stale_write`); a hung or isolated writer is a violation at once.
     fn record_write(&mut self, i: usize, branch: u32, from: u64, to: u64) {
         let now = self.now;
         self.stats.writes += to - from;
@@ -1823,7 +1838,7 @@ impl World {
     /// After the run, with `m` the one master: every write acknowledged to the client is on
     /// its history, except the writes asynchronous replication loses at a failover (acknowledged
     /// before the promotion that left them behind, not yet shipped), writes conceded when they
-    /// were acknowledged (see [`World::stale_write`]), and writes an operator discarded (a
+    /// were acknowledged (see `World::stale_write`), and writes an operator discarded (a
     /// forced re-clone, a promotion by hand) or a node that led while the writer was out of its
     /// sight left behind. Anything else missing is a violation: counted as "offline" when a
     /// data dir or a set-aside copy still holds it, "gone" otherwise.
