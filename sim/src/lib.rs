@@ -3,10 +3,11 @@
 //! A simulated cluster (two nodes in the HA topology, three to five in the star) whose daemons
 //! are real [`pgha_core::Node`]s, on a virtual clock, with simulated PostgreSQL servers (WAL
 //! position, timelines with their history, start, stop, promote and basebackup that take
-//! time and can fail), a simulated network (delay, loss, partition and heal) and process faults
-//! (postgres crash, a hung postmaster that accepts connections and never answers, daemon
-//! crash and restart, operator requests). One seed decides everything: the same seed gives
-//! the same trace.
+//! time and can fail, asynchronous replication with a lag), a simulated network (delay, loss,
+//! two-way and one-way partitions, heal), process faults (postgres crash, a hung server, a hung
+//! postmaster whose backends keep committing, daemon crash and restart, a power cut of every
+//! host, operator requests), and a client that writes through its sessions and records every
+//! acknowledged write. One seed decides everything: the same seed gives the same trace.
 //!
 //! After every step the invariants are checked (see [`World`] and docs/simulator.md):
 //! 1. two masters that can see each other never both accept writes for longer than the
@@ -18,7 +19,12 @@
 //! 4. the VIP is held by at most one node in sight of the other (beyond the same bound);
 //! 5. timelines only grow: no node runs as master on a timeline older than one it followed;
 //! 6. once the faults stop, within [`settle_ms`], exactly one master, after an operator
-//!    `recover` of any node the split-brain rule fenced.
+//!    `recover` of any node the split-brain rule fenced;
+//! 7. no write acknowledged after another node promoted off its branch by a hung master whose
+//!    daemon watched it long enough, nor by an isolated master with `isolation = fence`;
+//! 8. at the end, every acknowledged write on the final master's history, except what
+//!    asynchronous replication loses at a failover and the conceded cases ([`World::check_writes`]);
+//! 9. the timeline split-brain rule never stops both masters.
 //!
 //! Run one seed with `PGHA_SIM_SEED=1234 cargo test -p pgha-sim --test sim -- one_seed`.
 
@@ -27,7 +33,8 @@ mod world;
 
 pub use rng::Rng;
 pub use world::{
-    Fault, NodeRun, PgData, PgRole, Phase, Scenario, Stats, TraceItem, TraceLine, Violation, World,
+    Branch, BranchKind, Fault, NodeRun, PgData, PgRole, Phase, REPLICATION_LAG_MS, Scenario, Stale,
+    Stats, TraceItem, TraceLine, Violation, World, Write,
 };
 
 use pgha_core::{Isolation, OperatorRequest, SplitBrainRule, Timestamp, Topology};
@@ -55,10 +62,11 @@ impl Outcome {
             self.seed, self.seed
         );
         s.push_str(&format!(
-            "scenario: {} nodes {:?} split-brain {:?} fast {} restart_with_data {} action_failure {}\nfaults: {:?}\n",
+            "scenario: {} nodes {:?} split-brain {:?} isolation {:?} fast {} restart_with_data {} action_failure {}\nfaults: {:?}\n",
             self.scenario.nodes,
             self.scenario.topology,
             self.scenario.split_brain,
+            self.scenario.isolation,
             self.scenario.fast,
             self.scenario.restart_with_data,
             self.scenario.action_failure,
@@ -205,6 +213,56 @@ pub fn scenario(seed: u64, rng: &mut Rng) -> Scenario {
     } else {
         Isolation::KeepServing
     };
+    // Issue 11's faults, from a stream of their own too.
+    let mut own = Rng::new(seed ^ 0x0011_0000_0011_0000);
+    let takeover = 3 * timeout;
+    if own.chance(0.25) {
+        // A hung postmaster whose backends keep committing.
+        let a = own.range(0, nodes as u64 - 1) as usize;
+        let at = boot + own.range(0, window);
+        let dur = own.range(interval, 3 * detection);
+        faults.push((Timestamp(at), Fault::HangPostmaster(a)));
+        faults.push((Timestamp(at + dur), Fault::Resume(a)));
+        end = end.max(at + dur);
+    }
+    if own.chance(0.25) {
+        // A partition, one-way or two-way, healed at any moment.
+        let a = own.range(0, nodes as u64 - 1) as usize;
+        let b = (a + 1 + own.range(0, nodes as u64 - 2) as usize) % nodes;
+        let at = boot + own.range(0, window);
+        let dur = own.range(1, 3 * detection);
+        let cut = match own.range(0, 2) {
+            0 => Fault::Partition(a, b),
+            1 => Fault::PartitionOneWay(a, b),
+            _ => Fault::PartitionOneWay(b, a),
+        };
+        faults.push((Timestamp(at), cut));
+        faults.push((Timestamp(at + dur), Fault::Heal(a, b)));
+        end = end.max(at + dur);
+    }
+    if ha && own.chance(0.15) {
+        // A failover (the first master's postgres, or its whole host, killed), then a power
+        // cut of both nodes once the old master has rejoined, then both powered on (together,
+        // or one up to two grace periods later).
+        let at = boot + own.range(0, window);
+        faults.push((Timestamp(at), Fault::KillPostgres(0)));
+        if own.chance(0.5) {
+            faults.push((Timestamp(at), Fault::CrashDaemon(0)));
+            faults.push((Timestamp(at + takeover + interval), Fault::RestartDaemon(0)));
+        }
+        let cut = at + takeover + 2 * grace + stagger + 10_000 + own.range(0, window);
+        faults.push((Timestamp(cut), Fault::PowerCut));
+        let on = cut + own.range(100, 2 * grace);
+        let later = if own.chance(0.5) {
+            0
+        } else {
+            own.range(0, 2 * grace)
+        };
+        let first = own.range(0, 1) as usize;
+        faults.push((Timestamp(on), Fault::RestartDaemon(first)));
+        faults.push((Timestamp(on + later), Fault::RestartDaemon(1 - first)));
+        end = end.max(on + later);
+    }
     faults.sort_by_key(|&(t, _)| t);
     Scenario {
         nodes,
@@ -258,12 +316,24 @@ pub fn run_scenario(seed: u64, sc: Scenario, rng: Rng, record: bool) -> Outcome 
     }
     // The operator's procedure after a split-brain stop: recover the chosen node (the lowest
     // index), let it lead, then recover the others so they rejoin it.
+    // A node fenced because the master it found is behind its data is recovered with
+    // `--force` (the operator accepts to set its data aside).
     let mut rounds = 0;
     while w.violations.is_empty() && !w.fenced().is_empty() && rounds < w.nodes.len() {
         rounds += 1;
         let first = w.fenced()[0];
         let now = w.now;
-        w.schedule(now, Fault::Operator(first, OperatorRequest::Recover));
+        let behind = w.nodes[first]
+            .core
+            .as_ref()
+            .and_then(|c| c.last_transition())
+            .is_some_and(|t| matches!(t.reason, pgha_core::Reason::PeerBehind { .. }));
+        let req = if behind {
+            OperatorRequest::ForceRecover
+        } else {
+            OperatorRequest::Recover
+        };
+        w.schedule(now, Fault::Operator(first, req));
         let t = w.now.plus(settle);
         w.run_until(t);
     }
@@ -290,6 +360,7 @@ pub fn run_scenario(seed: u64, sc: Scenario, rng: Rng, record: bool) -> Outcome 
         } else {
             // Every other node streams from the master.
             let m = masters[0];
+            w.check_writes(m);
             for i in 0..w.nodes.len() {
                 if i == m {
                     continue;
