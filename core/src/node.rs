@@ -196,7 +196,13 @@ impl Node {
             State::WaitingForLocal { expect } if self.started_as_master(expect) => {
                 Standing::Leading
             }
-            State::Discovering { .. } | State::Electing { .. } => Standing::Electing,
+            // An isolated master elects again as soon as it hears a peer.
+            State::Discovering { .. }
+            | State::Electing { .. }
+            | State::Isolated
+            | State::SteppingDown {
+                then: AfterStop::Isolate,
+            } => Standing::Electing,
             State::Replica { .. }
             | State::Cloning { .. }
             | State::Starting { .. }
@@ -208,9 +214,8 @@ impl Node {
             State::Fenced
             | State::Halted
             | State::SteppedDown
-            | State::Isolated
             | State::SteppingDown {
-                then: AfterStop::Fence | AfterStop::WaitForMaster | AfterStop::Isolate,
+                then: AfterStop::Fence | AfterStop::WaitForMaster,
             } => Standing::Held,
             State::Init | State::Initializing | State::SteppingDown { .. } => Standing::Busy,
         };
@@ -390,7 +395,19 @@ impl Node {
                     let waited = now.since(self.state_since);
                     self.init_data_dir(now, Reason::NoMasterFound { waited_ms: waited });
                 }
-                State::Electing { .. } => self.grace_expired(now),
+                State::Electing { .. } => match self.silent_replica(now) {
+                    // Leading now would last until the isolation deadline, already passed:
+                    // stay stopped instead, as an isolated master.
+                    Some((peer, silent_ms)) => {
+                        let reason = Reason::Isolated {
+                            peer,
+                            silent_ms,
+                            bound_ms: self.config.master_give_up_ms,
+                        };
+                        self.go(now, State::Isolated, reason);
+                    }
+                    None => self.grace_expired(now),
+                },
                 _ => {}
             }
         }
@@ -602,6 +619,15 @@ impl Node {
         );
         if let Some(tl) = result.timeline() {
             self.local_timeline = Some(tl);
+        }
+        // The data's position is its postgres's last answer: what an election compares
+        // after a stop, hung or not.
+        if let (
+            Some(DataDir::Present { lsn, .. }),
+            ProbeResult::Master { lsn: at, .. } | ProbeResult::Replica { replay_lsn: at, .. },
+        ) = (self.data.as_mut(), result)
+        {
+            *lsn = at;
         }
         let limit = self.config.psql_error_count;
         match (self.state, result) {
@@ -1032,11 +1058,13 @@ impl Node {
         // A peer that is master or becoming one (a slow pg_promote), or a replica of this node
         // counting failed probes of it towards a promotion, is the master to find, whatever
         // its data: leading beside it would make two.
+        // (A star replica never promotes by itself, whatever it counts.)
         let me = self.config.index;
+        let ha = self.config.topology == Topology::Ha;
         let leading = (0..self.config.peers.len()).find(|&i| {
             matches!(self.daemons[i].last, Some((_, Some(r)))
                 if r.standing == Standing::Leading
-                    || (r.upstream == Some(me) && r.upstream_failures > 0))
+                    || (ha && r.upstream == Some(me) && r.upstream_failures > 0))
         });
         if let Some(i) = leading {
             self.wait_one_round(
@@ -1055,10 +1083,10 @@ impl Node {
             };
             let d = r.data?;
             let newer_timeline = local.is_none_or(|l| d.timeline > l.timeline);
-            let may_lead = matches!(
-                r.standing,
-                Standing::Leading | Standing::Electing | Standing::Busy
-            );
+            // A replica's data (or a copy being made) is its master's business; any other
+            // peer ahead, held ones too (fenced, stepped down with writes the replica never
+            // received), must lead or be recovered first.
+            let may_lead = r.standing != Standing::Following;
             let theirs = (d.rank(), std::cmp::Reverse(self.config.peers[i].index));
             let further = mine.is_none_or(|m| theirs > m);
             (newer_timeline || (may_lead && further)).then_some((PeerId(i as u8), d, r.standing))
@@ -1119,16 +1147,12 @@ impl Node {
         Some(from.plus(self.config.master_give_up_ms))
     }
 
-    /// The last time peer `i` showed it could see us: its postgres or its daemon answered.
+    /// The last time peer `i` was heard from: its postgres or its daemon answered. Not when
+    /// this node became master: the replica's takeover counts from its own last answer, which
+    /// may be older (a node that leads while cut off gets no fresh allowance). Only a peer
+    /// never heard from counts from the start of the current state.
     fn peer_contact(&self, i: usize) -> Timestamp {
-        let mut t = self.state_since;
-        if let Some(a) = self.peers[i].alive_at {
-            t = t.max(a);
-        }
-        if let Some(a) = self.daemons[i].answered_at {
-            t = t.max(a);
-        }
-        t
+        self.peer_heard(PeerId(i as u8)).unwrap_or(self.state_since)
     }
 
     /// With isolation = "fence", when this master stops serving for want of news from a peer
@@ -1144,13 +1168,7 @@ impl Node {
             return None;
         }
         (0..self.config.peers.len())
-            .filter(|&i| {
-                self.peers[i].role == Role::Replica
-                    || matches!(
-                        self.daemons[i].seen,
-                        Some((Role::Replica, _)) | Some((_, Standing::Following))
-                    )
-            })
+            .filter(|&i| self.could_take_over(i))
             .map(|i| {
                 (
                     PeerId(i as u8),
@@ -1158,6 +1176,57 @@ impl Node {
                 )
             })
             .min_by_key(|&(_, t)| t)
+    }
+
+    /// When the last answer from peer `i` (its postgres or its daemon) came in this run; `None`
+    /// if it never answered since the daemon started.
+    pub fn peer_heard(&self, peer: PeerId) -> Option<Timestamp> {
+        let i = peer.index();
+        match (
+            self.peers.get(i)?.alive_at,
+            self.daemons.get(i)?.answered_at,
+        ) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// At the end of an election with isolation = "fence": a peer that could promote (last
+    /// seen as a replica, or becoming one), heard from in this run but not for
+    /// `master_give_up`, may have promoted already: leading would acknowledge writes its
+    /// promotion loses. The peer and how long it has been silent. (A peer never heard from
+    /// since the daemon started is not counted: a lone node could never lead on its data
+    /// after a restart; docs/core.md, known limits.)
+    fn silent_replica(&self, now: Timestamp) -> Option<(PeerId, u64)> {
+        if self.paused
+            || self.force
+            || self.config.topology != Topology::Ha
+            || self.config.isolation != Isolation::Fence
+        {
+            return None;
+        }
+        (0..self.config.peers.len()).find_map(|i| {
+            let peer = PeerId(i as u8);
+            let heard = self.peer_heard(peer)?;
+            let silent = now.since(heard);
+            (self.could_take_over(i) && silent >= self.config.master_give_up_ms)
+                .then_some((peer, silent))
+        })
+    }
+
+    /// Whether this node believes `peer` could promote by itself (last seen as a replica, or
+    /// becoming one): what isolation = "fence" watches.
+    pub fn peer_could_promote(&self, peer: PeerId) -> bool {
+        peer.index() < self.config.peers.len() && self.could_take_over(peer.index())
+    }
+
+    /// Whether peer `i` could promote by itself: last seen as a replica, or becoming one.
+    fn could_take_over(&self, i: usize) -> bool {
+        self.peers[i].role == Role::Replica
+            || matches!(
+                self.daemons[i].seen,
+                Some((Role::Replica, _)) | Some((_, Standing::Following))
+            )
     }
 
     fn on_peer_report(&mut self, now: Timestamp, peer: PeerId, report: Option<PeerReport>) {
@@ -1488,6 +1557,17 @@ impl Node {
                     // The promotion started a new timeline, unknown until the next local probe:
                     // probe now, so health checks (HAProxy's /primary) see the new master at
                     // once rather than one probe interval later.
+                    // What peers are told meanwhile: data on a newer timeline (at least the
+                    // next one; the next local probe says which) that runs as master.
+                    if let Some(DataDir::Present { timeline, lsn, .. }) = self.data {
+                        let old = self.local_timeline.unwrap_or(timeline).max(timeline);
+                        self.data = Some(DataDir::Present {
+                            timeline: old + 1,
+                            lsn,
+                            was_master: true,
+                        });
+                    }
+                    self.local.last = None;
                     self.local_timeline = None;
                     self.local.next_due = now;
                     self.go(now, State::Master, done);

@@ -11,8 +11,6 @@ use pgha_core::{
 
 use crate::rng::Rng;
 
-/// How long a simulated `pg_ctl stop` waits for a stopped (SIGSTOPped) server before it fails.
-const STOP_TIMEOUT_MS: u64 = 10_000;
 /// The longest simulated stop of a running server.
 pub const STOP_MAX_MS: u64 = 1_000;
 /// The longest one-way network delay.
@@ -975,7 +973,7 @@ impl World {
         let Some(cmd) = self.nodes[i].queue.pop_front() else {
             return;
         };
-        let mut dur = self.action_duration(cmd.kind);
+        let dur = self.action_duration(cmd.kind);
         let failable = matches!(
             cmd.kind,
             CommandKind::InitDataDir
@@ -1018,16 +1016,15 @@ impl World {
                     self.nodes[i].master_since = self.now;
                 }
             }
-            CommandKind::StopPostgres(mode) => {
+            CommandKind::StopPostgres(_) => {
                 if self.nodes[i].hung {
-                    if mode == StopMode::Immediate && self.nodes[i].pg.is_some() {
-                        // The shell kills every process of the cluster: the backends die
-                        // (within the immediate stop's time); the stopped postmaster goes
-                        // only when it resumes.
+                    if self.nodes[i].pg.is_some() {
+                        // The shell kills every process of a stopped postmaster's cluster,
+                        // the postmaster too (SIGKILL reaches a stopped process), for a fast
+                        // stop as well: the postmaster could never act on it. The backends
+                        // die within the stop's time; the stop then succeeds.
                         self.nodes[i].kill_backends_at = Some(self.now.plus(dur));
                     }
-                    dur = STOP_TIMEOUT_MS;
-                    self.nodes[i].stop_signalled = true;
                 } else if let Some(run) = self.nodes[i].pg.as_mut() {
                     run.phase = Phase::ShuttingDown;
                 }
@@ -1115,7 +1112,9 @@ impl World {
             }
             CommandKind::StopPostgres(mode) => {
                 if self.nodes[i].hung {
-                    return Err(Failure::Timeout);
+                    // Killed (see the dispatch): gone, with its sessions.
+                    self.stop_pg(i);
+                    return Ok(());
                 }
                 if mode == StopMode::Fast && self.nodes[i].pg.is_some() {
                     // A clean shutdown waits for its walsenders to ship everything.
@@ -1799,9 +1798,29 @@ impl World {
             // known limits).
             return verdict(Stale::DaemonDown);
         }
+        let peer = node
+            .peer_of
+            .iter()
+            .position(|&n| n == m)
+            .map(|k| PeerId(k as u8));
+        if peer.is_some_and(|p| {
+            node.core
+                .as_ref()
+                .is_some_and(|c| c.peer_heard(p).is_none())
+        }) {
+            // Nor does one that never heard from it since it started (docs/core.md, known
+            // limits: a lone node may lead on its data).
+            return verdict(Stale::DaemonDown);
+        }
         if cfg.isolation == Isolation::Fence
             && self.cut_since[i][m].is_some_and(|t| t.plus(cfg.master_give_up_ms) <= at)
         {
+            // A cut hid that the promoted node had become a replica (it was last seen as a
+            // master: a one-way cut while it re-cloned): fence mode watches only peers known
+            // to be able to promote (docs/core.md, known limits).
+            if peer.is_some_and(|p| node.core.as_ref().is_some_and(|c| !c.peer_could_promote(p))) {
+                return verdict(Stale::OneWay);
+            }
             return verdict(Stale::Isolated);
         }
         if node.master_since > at && node.lead_in_sight & (1 << m) == 0 {
