@@ -1083,13 +1083,14 @@ impl Node {
             };
             let d = r.data?;
             let newer_timeline = local.is_none_or(|l| d.timeline > l.timeline);
-            // A replica's data (or a copy being made) is its master's business; any other
+            // A replica's data (or a copy being made) is its master's business (a replica on a
+            // newer timeline than every master cannot follow and is re-cloned); any other
             // peer ahead, held ones too (fenced, stepped down with writes the replica never
             // received), must lead or be recovered first.
             let may_lead = r.standing != Standing::Following;
             let theirs = (d.rank(), std::cmp::Reverse(self.config.peers[i].index));
             let further = mine.is_none_or(|m| theirs > m);
-            (newer_timeline || (may_lead && further)).then_some((PeerId(i as u8), d, r.standing))
+            (may_lead && (newer_timeline || further)).then_some((PeerId(i as u8), d, r.standing))
         });
         let Some((peer, peer_data, peer_standing)) = ahead else {
             return false;
@@ -1160,7 +1161,14 @@ impl Node {
     /// the last answer from its postgres or its daemon. A peer last seen as a master (the
     /// old master after a failover) or held cannot promote, so it never fences this one.
     fn isolation_at(&self) -> Option<(PeerId, Timestamp)> {
-        if self.state != State::Master
+        // A postgres started (or adopted) as master that cannot say its role yet (too full)
+        // serves its sessions as a master does.
+        let serving = match self.state {
+            State::Master => true,
+            State::WaitingForLocal { expect } => self.started_as_master(expect),
+            _ => false,
+        };
+        if !serving
             || self.paused
             || self.config.topology != Topology::Ha
             || self.config.isolation != Isolation::Fence
@@ -1245,8 +1253,11 @@ impl Node {
             State::Master if !self.paused => {
                 // A promotion left this timeline behind, whatever the peer does now
                 // (shutting down, fenced): never keep serving on it.
+                // (Not a replica's: one on a newer timeline than its master cannot follow it
+                // and is re-cloned; a promotion shows as leading, or as held once stopped.)
                 if let (Some(local), Some(data)) = (self.local_timeline, r.data)
                     && data.timeline > local
+                    && r.standing != Standing::Following
                 {
                     let reason = Reason::PeerOnNewerTimeline {
                         peer,

@@ -102,6 +102,8 @@ pub struct SimNode {
     unshipped: VecDeque<(Timestamp, u64)>,
     /// When the current daemon started.
     daemon_started: Timestamp,
+    /// When an operator last resumed its paused daemon.
+    resumed_pause_at: Option<Timestamp>,
     /// The nodes whose daemon this node's core could ask when it last decided to lead.
     lead_in_sight: u32,
     /// The timeline split-brain rule fenced it, and it has not left `fenced` since.
@@ -473,6 +475,7 @@ impl World {
                 shipped: 0,
                 unshipped: VecDeque::new(),
                 daemon_started: Timestamp::ZERO,
+                resumed_pause_at: None,
                 lead_in_sight: 0,
                 promote_automatic: false,
                 timeline_rule_fenced: false,
@@ -953,8 +956,10 @@ impl World {
         })
     }
 
-    fn action_duration(&mut self, kind: CommandKind) -> u64 {
+    fn action_duration(&mut self, i: usize, kind: CommandKind) -> u64 {
         match kind {
+            // A stopped postmaster's cluster is killed, whatever the mode (see the dispatch).
+            CommandKind::StopPostgres(_) if self.nodes[i].hung => self.rng.range(20, 200),
             CommandKind::InitDataDir => self.rng.range(200, 800),
             CommandKind::StartPostgres(_) => self.rng.range(200, 1500),
             CommandKind::StopPostgres(StopMode::Fast) => self.rng.range(100, STOP_MAX_MS),
@@ -973,7 +978,7 @@ impl World {
         let Some(cmd) = self.nodes[i].queue.pop_front() else {
             return;
         };
-        let dur = self.action_duration(cmd.kind);
+        let dur = self.action_duration(i, cmd.kind);
         let failable = matches!(
             cmd.kind,
             CommandKind::InitDataDir
@@ -1317,6 +1322,9 @@ impl World {
                 }
                 if req == OperatorRequest::ForceRecover {
                     self.nodes[i].forced = true;
+                }
+                if req == OperatorRequest::Resume {
+                    self.nodes[i].resumed_pause_at = Some(self.now);
                 }
                 self.feed(i, Input::Event(Event::Operator(req)));
             }
@@ -1777,7 +1785,13 @@ impl World {
         }
         let node = &self.nodes[i];
         let cfg = &node.config;
-        if node.core.as_ref().is_none_or(|c| c.paused()) {
+        // Paused, or resumed too recently to have acted (a pause suspends the give-up and
+        // isolation deadlines; after a resume they fire at once, and the stop takes its time).
+        let just_resumed = node.resumed_pause_at.is_some_and(|r| {
+            r.plus(cfg.stop_allowance_ms() + cfg.probe_interval_ms) >= now
+                && r.plus(cfg.takeover_bound_ms()) >= at
+        });
+        if node.core.as_ref().is_none_or(|c| c.paused()) || just_resumed {
             return verdict(Stale::DaemonDown);
         }
         // A hang: the daemon that watched it must have killed the backends by `master_give_up
