@@ -583,7 +583,20 @@ fn shell_quote(s: &str) -> String {
 }
 
 pub fn stop(c: &FileConfig, mode: StopMode) -> Result<(), Failure> {
-    if mode == StopMode::Immediate {
+    // A stopped postmaster (SIGSTOP, state T) can act on no shutdown request, while its
+    // backends keep committing for the sessions they serve: a fast stop would wait for it
+    // until its time limit. Kill the cluster as an immediate stop does; the walsenders still
+    // get their drain, so what was acknowledged reaches the replica (issue 11).
+    let frozen = mode == StopMode::Fast
+        && running_postmaster(&c.data_dir)
+            .is_some_and(|pid| proc_stat(pid).is_some_and(|(state, _)| state == 'T'));
+    if frozen {
+        log::warn!(
+            "fast stop of {}: the postmaster is stopped (SIGSTOP) and cannot act on it while              its backends may still commit: killing the cluster instead",
+            c.data_dir.display()
+        );
+    }
+    if mode == StopMode::Immediate || frozen {
         match kill_cluster(c) {
             Some(r) => return r,
             None => log::warn!(
