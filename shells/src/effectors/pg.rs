@@ -1222,6 +1222,48 @@ mod tests {
     }
 
     #[test]
+    fn a_fast_stop_of_a_stopped_postmaster_kills_it_instead_of_waiting_for_it() {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        let d = tempdir("fast-kill");
+        let _cleanup = crate::testutil::RemoveOnDrop(d.clone());
+        let mut c = cfg_in(&d, "");
+        std::fs::create_dir_all(&c.data_dir).unwrap();
+        // A copy of bash named postgres (its exe then says postgres, as the proof wants), in
+        // the data dir: a "postmaster" with no pg_ctl beside it to ask.
+        let bin = d.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/bash", bin.join("postgres")).unwrap();
+        c.bin_dir = bin.clone();
+        let mut postmaster = Command::new(bin.join("postgres"))
+            .arg0("postgres")
+            .args(["-c", "read -t 600 <> /dev/zero; sleep 600"])
+            .current_dir(&c.data_dir)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = postmaster.id() as i32;
+        std::fs::write(c.data_dir.join("postmaster.pid"), format!("{pid}\n")).unwrap();
+        let start = std::time::Instant::now();
+        while running_postmaster(&c.data_dir).is_none() && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(running_postmaster(&c.data_dir), Some(pid));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+        while proc_stat(pid).is_none_or(|(state, _)| state != 'T')
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(stop(&c, StopMode::Fast), Ok(()));
+        assert_eq!(postmaster.wait().unwrap().signal(), Some(9));
+    }
+
+    #[test]
     fn an_immediate_stop_kills_a_hung_postmasters_children_and_only_this_clusters() {
         use std::os::unix::process::CommandExt;
         use std::process::Stdio;
