@@ -34,11 +34,12 @@ fn replica_rounds(rounds: u64) -> u64 {
     let (mut head, mut tail) = (0usize, 0usize);
     for _ in 0..rounds {
         loop {
-            while let Some(c) = node.poll_command() {
-                ring[tail % 64] = Some(c);
-                tail += 1;
+            while let Some(o) = node.poll_output() {
+                if let Output::Command(c) = o {
+                    ring[tail % 64] = Some(c);
+                    tail += 1;
+                }
             }
-            while node.poll_transition().is_some() {}
             if head == tail {
                 break;
             }

@@ -18,8 +18,10 @@
 //! A runtime (a "shell") drives a node like this:
 //!
 //! 1. Call [`Node::handle`]`(now, Event::Started(facts))` once, with what it found locally.
-//! 2. Drain [`Node::poll_transition`] until `None`: journal each transition and log its reason.
-//! 3. Drain [`Node::poll_command`] until `None`: journal each command, then carry it out.
+//! 2. Drain [`Node::poll_output`] until `None`. It yields the transitions first: journal each
+//!    and log its reason.
+//! 3. Then the commands: journal each, then carry it out. ([`Node::step`] does 1-3's draining
+//!    into a [`Step`]; the journal, the shells and the simulator use it.)
 //!    Probes ([`CommandKind::is_probe`]) run concurrently; every other command (an *action*)
 //!    runs one at a time, in the order polled, each bounded by a time limit.
 //! 4. Wait until the earliest of [`Node::poll_timeout`] and the next result or operator request.
@@ -50,6 +52,6 @@ pub use config::{
 /// Older journal codecs' shapes of [`Config`] and [`Node`], for the journal's decoders only.
 #[doc(hidden)]
 pub use node::legacy;
-pub use node::{COMMAND_QUEUE, Node, TRANSITION_QUEUE};
+pub use node::{COMMAND_QUEUE, Node, Output, Step, TRANSITION_QUEUE};
 pub use reason::{AfterStop, Failures, Reason, State, Transition};
 pub use types::*;

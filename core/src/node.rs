@@ -63,6 +63,23 @@ enum Health {
     Alive,
 }
 
+/// One output of the core, as [`Node::poll_output`] yields it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// A state change (or a request handled in place), with its reason.
+    Transition(Transition),
+    /// A command for the shell.
+    Command(Command),
+}
+
+/// What one input produced: the transitions (to journal and log) and the commands to carry
+/// out, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    pub transitions: Vec<Transition>,
+    pub commands: Vec<Command>,
+}
+
 /// One pgha node's decisions. See the crate documentation for the drain contract.
 ///
 /// Serde derives let the journal store a snapshot of a node between two inputs (queues
@@ -279,14 +296,27 @@ impl Node {
         }
     }
 
-    /// The next command for the shell, until `None`.
-    pub fn poll_command(&mut self) -> Option<Command> {
-        self.commands.pop_front()
+    /// The next output of the last input, until `None`: its transitions first (journal and log
+    /// them), then its commands in the order to carry them out. Allocates nothing.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(t) = self.transitions.pop_front() {
+            return Some(Output::Transition(t));
+        }
+        self.commands.pop_front().map(Output::Command)
     }
 
-    /// The next transition to journal and log, until `None`.
-    pub fn poll_transition(&mut self) -> Option<Transition> {
-        self.transitions.pop_front()
+    /// One input and everything it produced: [`Node::apply`], then [`Node::poll_output`]
+    /// drained into a [`Step`]. What the journal, the shells and the simulator call.
+    pub fn step(&mut self, now: Timestamp, input: crate::Input) -> Step {
+        self.apply(now, input);
+        let mut step = Step::default();
+        while let Some(o) = self.poll_output() {
+            match o {
+                Output::Transition(t) => step.transitions.push(t),
+                Output::Command(c) => step.commands.push(c),
+            }
+        }
+        step
     }
 
     /// The earliest deadline at which [`Node::handle_timeout`] has work, if any.
@@ -472,7 +502,7 @@ impl Node {
     fn begin_input(&mut self) {
         debug_assert!(
             self.commands.is_empty() && self.transitions.is_empty(),
-            "drain contract: poll_command and poll_transition until None before the next input"
+            "drain contract: poll_output until None before the next input"
         );
         self.role_at_input = self.state.role();
     }

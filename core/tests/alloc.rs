@@ -59,12 +59,13 @@ fn steady(
     COUNTING.with(|c| c.set(true));
     for _ in 0..rounds {
         loop {
-            while let Some(c) = node.poll_command() {
-                assert!(c.kind.is_probe(), "steady state issued {c:?}");
-                ring[tail % 64] = Some(c);
-                tail += 1;
+            while let Some(o) = node.poll_output() {
+                if let Output::Command(c) = o {
+                    assert!(c.kind.is_probe(), "steady state issued {c:?}");
+                    ring[tail % 64] = Some(c);
+                    tail += 1;
+                }
             }
-            while node.poll_transition().is_some() {}
             if head == tail {
                 break;
             }
@@ -91,7 +92,7 @@ fn steady(
         // A spurious timer call (nothing is due), then the real one.
         if node.poll_timeout().is_some_and(|t| t.as_millis() > *now) {
             node.handle_timeout(Timestamp(*now));
-            assert!(node.poll_command().is_none() && node.poll_transition().is_none());
+            assert!(node.poll_output().is_none());
         }
         *now = node
             .poll_timeout()
@@ -117,10 +118,11 @@ fn started(
     // Bring it to its steady state, answering actions with success.
     let mut work = std::collections::VecDeque::new();
     for _ in 0..50 {
-        while let Some(c) = node.poll_command() {
-            work.push_back(c);
+        while let Some(o) = node.poll_output() {
+            if let Output::Command(c) = o {
+                work.push_back(c);
+            }
         }
-        while node.poll_transition().is_some() {}
         while let Some(c) = work.pop_front() {
             now += 1;
             let event = match c.kind {
@@ -140,10 +142,11 @@ fn started(
                 },
             };
             node.handle(Timestamp(now), event);
-            while let Some(c) = node.poll_command() {
-                work.push_back(c);
+            while let Some(o) = node.poll_output() {
+                if let Output::Command(c) = o {
+                    work.push_back(c);
+                }
             }
-            while node.poll_transition().is_some() {}
         }
         if let Some(t) = node.poll_timeout() {
             now = now.max(t.as_millis());

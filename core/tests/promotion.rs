@@ -22,9 +22,10 @@ struct N {
 
 impl N {
     fn drain(&mut self) {
-        while self.node.poll_transition().is_some() {}
-        while let Some(c) = self.node.poll_command() {
-            self.pending.push(c);
+        while let Some(o) = self.node.poll_output() {
+            if let Output::Command(c) = o {
+                self.pending.push(c);
+            }
         }
     }
     fn handle(&mut self, e: Event) {

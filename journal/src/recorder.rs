@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use pgha_core::{Command, Input, Node, Timestamp, Transition};
+use pgha_core::{Input, Node, Timestamp};
 
 use crate::JournalError;
 use crate::codec::{self, Header};
@@ -12,12 +12,9 @@ use crate::read::JournalFile;
 use crate::retention::{self, PruneReport, Retention};
 use crate::store::{Kind, NewRow, Store};
 
-/// What one input produced, already durable in the journal: carry out `commands` in order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Step {
-    pub transitions: Vec<Transition>,
-    pub commands: Vec<Command>,
-}
+/// What one input produced (the core's [`pgha_core::Step`]); returned by [`Recorder::step`]
+/// once durable in the journal: carry out `commands` in order.
+pub use pgha_core::Step;
 
 /// How a [`Recorder`] maintains its file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,14 +165,7 @@ impl Recorder {
         }
         let config = &self.header.config;
         let before = self.node.state();
-        self.node.apply(now, input);
-        let mut step = Step::default();
-        while let Some(t) = self.node.poll_transition() {
-            step.transitions.push(t);
-        }
-        while let Some(c) = self.node.poll_command() {
-            step.commands.push(c);
-        }
+        let step = self.node.step(now, input);
         let after = self.node.state();
         let role = Some(after.role().name().to_string());
         let mut rows = Vec::with_capacity(2 + step.transitions.len() + step.commands.len());

@@ -153,16 +153,8 @@ pub(crate) fn apply(
     now: pgha_core::Timestamp,
     input: Input,
 ) -> (Vec<Transition>, Vec<Command>) {
-    node.apply(now, input);
-    let mut ts = Vec::new();
-    while let Some(t) = node.poll_transition() {
-        ts.push(t);
-    }
-    let mut cs = Vec::new();
-    while let Some(c) = node.poll_command() {
-        cs.push(c);
-    }
-    (ts, cs)
+    let step = node.step(now, input);
+    (step.transitions, step.commands)
 }
 
 fn show_transition(t: &Transition, run: &Run) -> String {

@@ -5,8 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pgha_core::{
-    Command, CommandId, Event, Input, OperatorRequest, PeerReport, ProbeResult, Role, Timestamp,
-    Transition,
+    CommandId, Event, Input, OperatorRequest, PeerReport, ProbeResult, Role, Timestamp, Transition,
 };
 use serde::Serialize;
 
@@ -14,12 +13,8 @@ use crate::config::FileConfig;
 use crate::effectors::{ProbeDetail, ProbeTarget, Probed};
 
 /// What one input produced: transitions (already journaled and logged) and the commands to
-/// carry out, in order.
-#[derive(Debug, Default)]
-pub struct Step {
-    pub transitions: Vec<Transition>,
-    pub commands: Vec<Command>,
-}
+/// carry out, in order. The core's own type, as the journal returns it.
+pub use pgha_core::Step;
 
 /// The core behind its journal: one call per input, journaled durably (input and outputs in
 /// one transaction) before its outputs are returned.
@@ -43,14 +38,9 @@ impl Driver {
     }
 
     fn step(&mut self, now: Timestamp, input: Input) -> Result<Step, String> {
-        let s = self
-            .recorder
+        self.recorder
             .step(now, wall_ms(), input)
-            .map_err(|e| format!("journal {}: {e}", self.recorder.path().display()))?;
-        Ok(Step {
-            transitions: s.transitions,
-            commands: s.commands,
-        })
+            .map_err(|e| format!("journal {}: {e}", self.recorder.path().display()))
     }
 
     fn node(&self) -> &pgha_core::Node {

@@ -623,19 +623,8 @@ impl World {
             return;
         };
         self.stats.inputs += 1;
-        core.apply(self.now, input);
-        let mut transitions: [Option<Transition>; 8] = [None; 8];
-        let mut nt = 0;
-        while let Some(t) = core.poll_transition() {
-            if nt < transitions.len() {
-                transitions[nt] = Some(t);
-                nt += 1;
-            }
-        }
-        let mut cmds: Vec<Command> = Vec::new();
-        while let Some(c) = core.poll_command() {
-            cmds.push(c);
-        }
+        let step = core.step(self.now, input);
+        let (transitions, cmds) = (step.transitions, step.commands);
         if self.record {
             self.trace.push(TraceLine {
                 at: self.now,
@@ -644,10 +633,9 @@ impl World {
             let run = &mut self.runs[self.run_of[i]];
             run.inputs.push((self.now, input));
             run.commands.extend_from_slice(&cmds);
-            run.transitions
-                .extend(transitions[..nt].iter().flatten().copied());
+            run.transitions.extend_from_slice(&transitions);
         }
-        for t in transitions[..nt].iter().flatten().copied() {
+        for t in transitions {
             self.log(TraceItem::Transition(i, t));
             self.on_transition(i, t);
         }

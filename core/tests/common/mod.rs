@@ -31,12 +31,14 @@ impl Shell {
     }
 
     pub fn drain(&mut self) {
-        while let Some(t) = self.node.poll_transition() {
-            self.transitions.push(t);
-        }
-        while let Some(c) = self.node.poll_command() {
-            self.pending.push(c);
-            self.all_commands.push(c);
+        while let Some(o) = self.node.poll_output() {
+            match o {
+                Output::Transition(t) => self.transitions.push(t),
+                Output::Command(c) => {
+                    self.pending.push(c);
+                    self.all_commands.push(c);
+                }
+            }
         }
     }
 
