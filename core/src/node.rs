@@ -1306,6 +1306,20 @@ impl Node {
                         failures: r.upstream_failures,
                     };
                     self.step_down(now, AfterStop::Isolate, StopMode::Immediate, reason);
+                } else if losing_sight
+                    && self.config.topology == Topology::Ha
+                    && self.local.failures.count > 0
+                {
+                    // The local postgres is failing its probes too (hung?) and the replica is
+                    // one failure from promoting: its run may have begun earlier than this
+                    // master's silence (a lost probe), so the give-up deadline may come too
+                    // late. Kill the backends now, whatever the isolation rule.
+                    let reason = Reason::LocalSilent {
+                        silent_ms: now.since(self.local.alive_at.unwrap_or(self.state_since)),
+                        bound_ms: self.config.master_give_up_ms,
+                        last: self.local.last.map(|(_, r)| r),
+                    };
+                    self.step_down(now, AfterStop::Elect, StopMode::Immediate, reason);
                 }
             }
             // A peer that is (or becomes) master is rejoined when its postgres says so; one

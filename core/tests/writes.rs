@@ -471,3 +471,21 @@ fn a_node_whose_grace_ends_while_its_peer_is_still_promoting_waits_for_it() {
         }
     );
 }
+
+#[test]
+fn a_master_whose_postgres_fails_and_whose_replica_is_about_to_promote_gives_up_at_once() {
+    // Lost probes began the replica's failure run before the hang: the give-up deadline,
+    // counted from this master's own last answer, would come after the promotion.
+    let mut c = ha(0);
+    c.isolation = Isolation::KeepServing;
+    let mut s = running_master_with(c);
+    s.run(SEC, master(1), replica(1));
+    let mut r = report(1, Role::Replica, Standing::Following, Some((1, 100, false)));
+    r.upstream = Some(0);
+    r.upstream_failures = 2;
+    s.reports[0] = Some(r);
+    // One local probe times out (5 s), far less than master_give_up (12 s).
+    s.run(6 * SEC, None, replica(1));
+    let gave_up = when(&s, "local_silent").expect("gives up");
+    assert!(gave_up < 8 * SEC, "{gave_up}");
+}
