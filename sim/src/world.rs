@@ -777,13 +777,8 @@ impl World {
             }
             CommandKind::ProbePeer(p) => {
                 let target = self.nodes[i].peer_of[p.index()];
-                if self.cut(i, target) {
+                if self.dropped(i, target) {
                     return; // never answers: the core times it out
-                }
-                if let Some(pct) = self.loss
-                    && self.rng.range(1, 100) <= u64::from(pct)
-                {
-                    return;
                 }
                 if self.nodes[target].hung && self.nodes[target].pg.is_some() {
                     self.park(i, cmd.id, Some(p), target);
@@ -796,13 +791,8 @@ impl World {
             }
             CommandKind::ProbePeerDaemon(p) => {
                 let target = self.nodes[i].peer_of[p.index()];
-                if self.cut(i, target) {
+                if self.dropped(i, target) {
                     return; // never answers: the core times it out
-                }
-                if let Some(pct) = self.loss
-                    && self.rng.range(1, 100) <= u64::from(pct)
-                {
-                    return;
                 }
                 // A dead daemon's port refuses at once: no report.
                 let report = self.nodes[target].core.as_ref().map(Node::report);
@@ -861,6 +851,15 @@ impl World {
                 self.deliver(p.node, p.id, p.peer, result, d);
             }
         }
+    }
+
+    /// Whether a request from `i` to `target` is lost: a cut link, or drawn from the loss
+    /// rate (the draw is made only when the link is up, as before).
+    fn dropped(&mut self, i: usize, target: usize) -> bool {
+        self.cut(i, target)
+            || self
+                .loss
+                .is_some_and(|pct| self.rng.range(1, 100) <= u64::from(pct))
     }
 
     fn deliver(

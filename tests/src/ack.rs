@@ -138,6 +138,17 @@ impl Drop for AckWriter {
     }
 }
 
+/// The ids in table `t` of node `i` (panics naming the node when it cannot be read).
+pub fn ids_on(c: &crate::Cluster, i: usize) -> BTreeSet<i64> {
+    parse_ids(c.try_rows(i, "select id from t"))
+        .unwrap_or_else(|e| panic!("{}: {e}", c.nodes[i].name))
+}
+
+/// The ids of rows read as text.
+pub fn parse_ids(rows: Result<Vec<String>, String>) -> Result<BTreeSet<i64>, String> {
+    Ok(rows?.iter().filter_map(|v| v.parse().ok()).collect())
+}
+
 /// The ids of `acked` missing from `present` (the ids a node holds), in order.
 pub fn lost(acked: &[Ack], present: &BTreeSet<i64>) -> Vec<i64> {
     acked

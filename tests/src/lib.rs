@@ -25,7 +25,7 @@ pub mod ack;
 pub mod db;
 pub mod partition;
 
-pub use ack::{Ack, AckWriter, lost};
+pub use ack::{Ack, AckWriter, ids_on, lost, parse_ids};
 
 /// Ports below Linux's ephemeral range (32768-60999), so no outgoing connection's source
 /// port can take one a test is about to listen on: postgres 20000-20999, APIs 21000-21999,

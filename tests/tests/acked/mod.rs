@@ -2,11 +2,10 @@
 //! server acknowledged ([`AckWriter`]); each scenario looks for them on the survivor.
 //! Every scenario runs under both runtimes.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use pgha_tests::{AckWriter, Cluster, Extra, Value, lost, wait_for};
+use pgha_tests::{AckWriter, Cluster, Extra, Value, ids_on, lost, wait_for};
 
 use super::bootstrapped;
 
@@ -56,13 +55,7 @@ fn a_hung_master_stops_its_own_backends_first(rt: &'static str) {
         w.ended().then_some(())
     });
     let acked = w.stop();
-    let present: BTreeSet<i64> = c
-        .try_rows(1, "select id from t")
-        .unwrap()
-        .iter()
-        .map(|v| v.parse().unwrap())
-        .collect();
-    let lost = lost(&acked, &present);
+    let lost = lost(&acked, &ids_on(&c, 1));
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged writes lost: {lost:?}\n{}",

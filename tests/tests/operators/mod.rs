@@ -2,10 +2,9 @@
 //! secrets kept out of the journal, and an API that load does not turn into "not primary".
 //! Every scenario runs under both runtimes.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use pgha_tests::{AckWriter, Cluster, Extra, http, http_auth, lost, wait_for};
+use pgha_tests::{AckWriter, Cluster, Extra, http, http_auth, ids_on, lost, wait_for};
 
 use super::bootstrapped;
 
@@ -73,13 +72,7 @@ fn promote_force_switches_over_without_losing_an_acknowledged_write(rt: &'static
     let st = c.wait_state(0, "replica", REJOIN);
     assert_eq!(st["local"]["upstream"], "db1", "{st}");
     let acked = w.stop();
-    let present: BTreeSet<i64> = c
-        .try_rows(1, "select id from t")
-        .unwrap()
-        .iter()
-        .map(|v| v.parse().unwrap())
-        .collect();
-    let lost = lost(&acked, &present);
+    let lost = lost(&acked, &ids_on(&c, 1));
     assert!(
         lost.is_empty(),
         "{} acknowledged writes lost: {lost:?}\n{}",

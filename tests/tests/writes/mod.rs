@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pgha_core::Transition;
 use pgha_tests::partition::Partition;
-use pgha_tests::{Ack, AckWriter, Cluster, Extra, lost, wait_for};
+use pgha_tests::{Ack, AckWriter, Cluster, Extra, ids_on, lost, parse_ids, wait_for};
 
 use super::{BOOT, REJOIN, boot, bootstrapped, kill_master, stdout, stop_daemons};
 
@@ -65,16 +65,6 @@ fn has_reason(c: &Cluster, i: usize, code: &str) -> bool {
     transitions(c, i)
         .iter()
         .any(|(_, t)| t.reason.code() == code)
-}
-
-/// The ids in table `t` of node `i`.
-fn ids_on(c: &Cluster, i: usize) -> BTreeSet<i64> {
-    parse_ids(c.try_rows(i, "select id from t"))
-        .unwrap_or_else(|e| panic!("{}: {e}", c.nodes[i].name))
-}
-
-fn parse_ids(rows: Result<Vec<String>, String>) -> Result<BTreeSet<i64>, String> {
-    Ok(rows?.iter().filter_map(|v| v.parse().ok()).collect())
 }
 
 /// The ids of `acks`.
