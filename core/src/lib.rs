@@ -34,6 +34,14 @@
 //! build asserts that they were drained. In a steady state (a probe result that changes
 //! nothing, a timer) the node allocates nothing.
 //!
+//! ## Timers
+//!
+//! Every deadline a node keeps has a slot in one [`TimerTable`], one per [`Timer`]: each
+//! probe's timeout or next round, the master's give-up, the isolation, the end of a wait, the
+//! retry. [`Node::timers`] derives the table from the state when asked (it is never stored, so
+//! it cannot go stale and the journal's snapshots do not carry it); [`Node::poll_timeout`] is
+//! its earliest slot; [`Node::handle_timeout`] acts on the due slots in [`Timer::order`].
+//!
 //! ## Time
 //!
 //! [`Timestamp`] is a monotonic millisecond count chosen by the caller; only differences
@@ -43,6 +51,7 @@
 mod config;
 mod node;
 pub mod reason;
+mod timers;
 mod types;
 
 pub use config::{
@@ -54,4 +63,5 @@ pub use config::{
 pub use node::legacy;
 pub use node::{COMMAND_QUEUE, Node, Output, Step, TRANSITION_QUEUE};
 pub use reason::{AfterStop, Failures, Reason, State, Transition};
+pub use timers::{Timer, TimerTable};
 pub use types::*;

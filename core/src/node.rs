@@ -8,7 +8,8 @@ use crate::reason::{AfterStop, Failures, Reason, State, Transition};
 use crate::{
     Command, CommandId, CommandKind, Config, DataDir, DataPosition, Event, Hook, Isolation,
     LocalFacts, Lsn, MAX_PEERS, OperatorRequest, PeerId, PeerReport, ProbeResult, ProxyTarget,
-    Role, SplitBrainRule, Standing, StartAs, StopMode, Timeline, Timestamp, Topology,
+    Role, SplitBrainRule, Standing, StartAs, StopMode, Timeline, Timer, TimerTable, Timestamp,
+    Topology,
 };
 
 #[doc(hidden)]
@@ -319,135 +320,149 @@ impl Node {
         step
     }
 
-    /// The earliest deadline at which [`Node::handle_timeout`] has work, if any.
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let mut next: Option<Timestamp> = None;
-        let mut consider = |t: Timestamp| next = Some(next.map_or(t, |n| n.min(t)));
-        if self.local_active() {
-            consider(self.local.in_flight.map_or(self.local.next_due, |(_, d)| d));
+    /// Every deadline the node keeps, one slot per [`Timer`]. The table is derived from the
+    /// state on each call, never stored: it cannot go stale, and the journal's snapshot of a
+    /// node does not carry it.
+    pub fn timers(&self) -> TimerTable {
+        let mut table = TimerTable::default();
+        let peers = self.config.peers.len();
+        for timer in Timer::order(peers) {
+            table.set(timer, self.deadline(timer));
         }
-        if self.peers_active() {
-            for s in &self.peers[..self.config.peers.len()] {
-                consider(s.in_flight.map_or(s.next_due, |(_, d)| d));
-            }
-        } else {
-            // Probes already in flight still time out.
-            for s in &self.peers[..self.config.peers.len()] {
-                if let Some((_, d)) = s.in_flight {
-                    consider(d);
-                }
-            }
-        }
-        if !self.local_active()
-            && let Some((_, d)) = self.local.in_flight
-        {
-            consider(d);
-        }
-        for s in &self.daemons[..self.config.peers.len()] {
-            match s.in_flight {
-                Some((_, d)) => consider(d),
-                None if self.peers_active() => consider(s.next_due),
-                None => {}
-            }
-        }
-        if let Some(t) = self.local_give_up_at() {
-            consider(t);
-        }
-        if let Some((_, t)) = self.isolation_at() {
-            consider(t);
-        }
-        match self.state {
-            State::Discovering { deadline } | State::Electing { deadline } => consider(deadline),
-            _ => {}
-        }
-        if let Some(t) = self.retry_at {
-            consider(t);
-        }
-        next
+        table
     }
 
-    /// Acts on whatever is due at `now`. A call with nothing due changes nothing.
+    /// The earliest deadline at which [`Node::handle_timeout`] has work, if any: the
+    /// earliest slot of [`Node::timers`].
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        // The table's minimum, without filling the table.
+        Timer::order(self.config.peers.len())
+            .filter_map(|t| self.deadline(t))
+            .min()
+    }
+
+    /// The deadline of one timer: what [`Node::timers`] holds in its slot.
+    #[inline(always)]
+    fn deadline(&self, timer: Timer) -> Option<Timestamp> {
+        // A probe slot: its timeout while in flight (even while the server is not probed any
+        // more), else when the next probe is due while it is probed.
+        let probe = |in_flight: Option<(CommandId, Timestamp)>, next_due, active| match in_flight {
+            Some((_, d)) => Some(d),
+            None if active => Some(next_due),
+            None => None,
+        };
+        match timer {
+            Timer::LocalProbe => probe(
+                self.local.in_flight,
+                self.local.next_due,
+                self.local_active(),
+            ),
+            Timer::PeerProbe(p) => {
+                let s = &self.peers[p.index()];
+                probe(s.in_flight, s.next_due, self.peers_active())
+            }
+            Timer::DaemonProbe(p) => {
+                let s = &self.daemons[p.index()];
+                probe(s.in_flight, s.next_due, self.peers_active())
+            }
+            Timer::LocalGiveUp => self.local_give_up_at(),
+            Timer::Isolation => self.isolation_at().map(|(_, t)| t),
+            Timer::Wait => match self.state {
+                State::Discovering { deadline } | State::Electing { deadline } => Some(deadline),
+                _ => None,
+            },
+            Timer::Retry => self.retry_at,
+        }
+    }
+
+    /// Acts on whatever is due at `now`, timer by timer in [`Timer::order`]; each timer's
+    /// deadline is read again when its turn comes, so an earlier timer's effect (a probe
+    /// timeout that ends a state) is seen by the later ones. A call with nothing due changes
+    /// nothing.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.begin_input();
-        if let Some((_, deadline)) = self.local.in_flight
-            && deadline <= now
-        {
-            self.local.in_flight = None;
-            self.on_local_probe(now, ProbeResult::Timeout);
-        }
-        for i in 0..self.config.peers.len() {
-            if let Some((_, deadline)) = self.peers[i].in_flight
-                && deadline <= now
-            {
-                self.peers[i].in_flight = None;
-                self.on_peer_probe(now, PeerId(i as u8), ProbeResult::Timeout);
+        for timer in Timer::order(self.config.peers.len()) {
+            if self.deadline(timer).is_some_and(|at| at <= now) {
+                self.fire(now, timer);
             }
-            if let Some((_, deadline)) = self.daemons[i].in_flight
-                && deadline <= now
-            {
-                self.daemons[i].in_flight = None;
-                self.on_peer_report(now, PeerId(i as u8), None);
-            }
-        }
-        if let Some(t) = self.local_give_up_at()
-            && t <= now
-        {
-            let silent_ms = now.since(
-                self.local
-                    .alive_at
-                    .unwrap_or(self.state_since)
-                    .max(self.state_since),
-            );
-            let reason = Reason::LocalSilent {
-                silent_ms,
-                bound_ms: self.config.master_give_up_ms,
-                last: self.local.last.map(|(_, r)| r),
-            };
-            self.step_down(now, AfterStop::Elect, StopMode::Immediate, reason);
-        }
-        if let Some((peer, t)) = self.isolation_at()
-            && t <= now
-        {
-            let reason = Reason::Isolated {
-                peer,
-                silent_ms: now.since(self.peer_contact(peer.index())),
-                bound_ms: self.config.master_give_up_ms,
-            };
-            self.step_down(now, AfterStop::Isolate, StopMode::Immediate, reason);
-        }
-        let wait_ended = matches!(
-            self.state,
-            State::Discovering { deadline } | State::Electing { deadline } if deadline <= now
-        );
-        if wait_ended && !self.wait_for_overloaded_peer(now) && !self.wait_for_peer_ahead(now) {
-            match self.state {
-                State::Discovering { .. } => {
-                    let waited = now.since(self.state_since);
-                    self.init_data_dir(now, Reason::NoMasterFound { waited_ms: waited });
-                }
-                State::Electing { .. } => match self.silent_replica(now) {
-                    // Leading now would last until the isolation deadline, already passed:
-                    // stay stopped instead, as an isolated master.
-                    Some((peer, silent_ms)) => {
-                        let reason = Reason::Isolated {
-                            peer,
-                            silent_ms,
-                            bound_ms: self.config.master_give_up_ms,
-                        };
-                        self.go(now, State::Isolated, reason);
-                    }
-                    None => self.grace_expired(now),
-                },
-                _ => {}
-            }
-        }
-        if let Some(t) = self.retry_at
-            && t <= now
-        {
-            self.retry_at = None;
-            self.retry();
         }
         self.end_input(now);
+    }
+
+    /// One due timer. A probe that is due (not in flight) is issued by `end_input`, so a probe
+    /// slot acts here only on a timeout.
+    fn fire(&mut self, now: Timestamp, timer: Timer) {
+        match timer {
+            Timer::LocalProbe => {
+                if self.local.in_flight.take().is_some() {
+                    self.on_local_probe(now, ProbeResult::Timeout);
+                }
+            }
+            Timer::PeerProbe(p) => {
+                if self.peers[p.index()].in_flight.take().is_some() {
+                    self.on_peer_probe(now, p, ProbeResult::Timeout);
+                }
+            }
+            Timer::DaemonProbe(p) => {
+                if self.daemons[p.index()].in_flight.take().is_some() {
+                    self.on_peer_report(now, p, None);
+                }
+            }
+            Timer::LocalGiveUp => {
+                let silent_ms = now.since(
+                    self.local
+                        .alive_at
+                        .unwrap_or(self.state_since)
+                        .max(self.state_since),
+                );
+                let reason = Reason::LocalSilent {
+                    silent_ms,
+                    bound_ms: self.config.master_give_up_ms,
+                    last: self.local.last.map(|(_, r)| r),
+                };
+                self.step_down(now, AfterStop::Elect, StopMode::Immediate, reason);
+            }
+            Timer::Isolation => {
+                let Some((peer, _)) = self.isolation_at() else {
+                    return;
+                };
+                let reason = Reason::Isolated {
+                    peer,
+                    silent_ms: now.since(self.peer_contact(peer.index())),
+                    bound_ms: self.config.master_give_up_ms,
+                };
+                self.step_down(now, AfterStop::Isolate, StopMode::Immediate, reason);
+            }
+            Timer::Wait => {
+                if self.wait_for_overloaded_peer(now) || self.wait_for_peer_ahead(now) {
+                    return;
+                }
+                match self.state {
+                    State::Discovering { .. } => {
+                        let waited = now.since(self.state_since);
+                        self.init_data_dir(now, Reason::NoMasterFound { waited_ms: waited });
+                    }
+                    State::Electing { .. } => match self.silent_replica(now) {
+                        // Leading now would last until the isolation deadline, already passed:
+                        // stay stopped instead, as an isolated master.
+                        Some((peer, silent_ms)) => {
+                            let reason = Reason::Isolated {
+                                peer,
+                                silent_ms,
+                                bound_ms: self.config.master_give_up_ms,
+                            };
+                            self.go(now, State::Isolated, reason);
+                        }
+                        None => self.grace_expired(now),
+                    },
+                    _ => {}
+                }
+            }
+            Timer::Retry => {
+                self.retry_at = None;
+                self.retry();
+            }
+        }
     }
 
     /// Feeds one recorded call: [`Node::handle`] or [`Node::handle_timeout`].
