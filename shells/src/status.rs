@@ -377,6 +377,24 @@ mod tests {
         }
     }
 
+    /// The last transition of the golden status: a replica's postgres answered.
+    fn transition() -> Transition {
+        Transition {
+            at: Timestamp(5000),
+            from: State::Starting {
+                target: StartAs::Replica {
+                    upstream: PeerId(0),
+                },
+            },
+            to: State::Replica {
+                upstream: PeerId(0),
+            },
+            reason: Reason::LocalAnswered {
+                role: Role::Replica,
+            },
+        }
+    }
+
     /// The JSON of `GET /status` field by field as the API served it before the status was
     /// typed (captured from that code with the same inputs: shells/testdata/).
     #[test]
@@ -400,18 +418,7 @@ mod tests {
             },
             streaming: false,
         };
-        let t = Transition {
-            at: Timestamp(5000),
-            from: State::Starting {
-                target: StartAs::Replica {
-                    upstream: PeerId(0),
-                },
-            },
-            to: replica,
-            reason: Reason::LocalAnswered {
-                role: Role::Replica,
-            },
-        };
+        let t = transition();
         let full = Status {
             name: "db0".into(),
             index: 0,
@@ -500,20 +507,7 @@ mod tests {
     #[test]
     fn an_operator_reply_keeps_its_transitions_json() {
         let cfg = config();
-        let t = Transition {
-            at: Timestamp(5000),
-            from: State::Starting {
-                target: StartAs::Replica {
-                    upstream: PeerId(0),
-                },
-            },
-            to: State::Replica {
-                upstream: PeerId(0),
-            },
-            reason: Reason::LocalAnswered {
-                role: Role::Replica,
-            },
-        };
+        let t = transition();
         let golden: serde_json::Value =
             serde_json::from_str(include_str!("../testdata/operator-reply.json")).unwrap();
         assert_eq!(
