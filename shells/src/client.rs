@@ -49,22 +49,74 @@ pub struct Reply {
     pub body: String,
 }
 
-/// Why a call failed: the daemon could not be reached at all, or it did not answer properly.
+/// Why a call to `target` failed: the daemon could not be reached at all ([`CallError::Connect`]),
+/// or it did not answer properly.
 #[derive(Debug)]
 pub enum CallError {
-    Connect(String),
-    Other(String),
+    /// Nothing could be connected to.
+    Connect {
+        target: Target,
+        source: std::io::Error,
+    },
+    /// No complete reply within the call's bound.
+    Timeout { target: Target, limit: Duration },
+    /// The reply grew past `max` bytes.
+    TooLarge { target: Target, max: usize },
+    /// The exchange broke off, or the reply is not HTTP.
+    Broken { target: Target, why: Broken },
+}
+
+/// How an exchange broke off.
+#[derive(Debug)]
+pub enum Broken {
+    Reading(std::io::Error),
+    Sending(std::io::Error),
+    /// Closed without a byte of reply.
+    Closed,
+    NotHttp,
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Connect(e) | CallError::Other(e) => f.write_str(e),
+            CallError::Connect {
+                target: Target::Tcp(addr),
+                source,
+            } => write!(f, "cannot reach the pgha API at {addr}: {source}"),
+            CallError::Connect {
+                target: Target::Unix(p),
+                source,
+            } => write!(f, "cannot reach the pgha socket {}: {source}", p.display()),
+            CallError::Timeout { target, limit } => write!(
+                f,
+                "{target}: no complete reply within {} s",
+                limit.as_secs_f64()
+            ),
+            CallError::TooLarge { target, max } => {
+                write!(f, "{target}: reply larger than {max} bytes: not a pgha API")
+            }
+            CallError::Broken { target, why } => match why {
+                Broken::Reading(e) => write!(f, "{target}: reading the reply: {e}"),
+                Broken::Sending(e) => write!(f, "{target}: sending the request: {e}"),
+                Broken::Closed => write!(f, "{target}: closed without a reply"),
+                Broken::NotHttp => write!(f, "{target}: not an HTTP reply"),
+            },
         }
     }
 }
 
-impl std::error::Error for CallError {}
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Connect { source, .. }
+            | CallError::Broken {
+                why: Broken::Reading(source) | Broken::Sending(source),
+                ..
+            } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 enum Stream {
     Tcp(TcpStream),
@@ -138,13 +190,19 @@ pub fn call_bounded(
 ) -> Result<Reply, CallError> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
+    let connect = |source| CallError::Connect {
+        target: target.clone(),
+        source,
+    };
     let mut s = match target {
         Target::Tcp(addr) => TcpStream::connect_timeout(addr, left().min(Duration::from_secs(3)))
             .map(Stream::Tcp)
-            .map_err(|e| CallError::Connect(format!("cannot reach the pgha API at {addr}: {e}")))?,
-        Target::Unix(p) => UnixStream::connect(p).map(Stream::Unix).map_err(|e| {
-            CallError::Connect(format!("cannot reach the pgha socket {}: {e}", p.display()))
-        })?,
+            .map_err(connect)?,
+        Target::Unix(p) => UnixStream::connect(p).map(Stream::Unix).map_err(connect)?,
+    };
+    let timed_out = || CallError::Timeout {
+        target: target.clone(),
+        limit: timeout,
     };
     let host = match target {
         Target::Tcp(a) => a.to_string(),
@@ -163,10 +221,7 @@ pub fn call_bounded(
     let read_err = loop {
         let l = left();
         if l.is_zero() {
-            return Err(CallError::Other(format!(
-                "{target}: no complete reply within {} s",
-                timeout.as_secs_f64()
-            )));
+            return Err(timed_out());
         }
         s.set_timeouts(l);
         match s.read(&mut chunk) {
@@ -174,9 +229,10 @@ pub fn call_bounded(
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 if buf.len() > max_reply {
-                    return Err(CallError::Other(format!(
-                        "{target}: reply larger than {max_reply} bytes: not a pgha API"
-                    )));
+                    return Err(CallError::TooLarge {
+                        target: target.clone(),
+                        max: max_reply,
+                    });
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -184,10 +240,7 @@ pub fn call_bounded(
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut =>
             {
-                return Err(CallError::Other(format!(
-                    "{target}: no complete reply within {} s",
-                    timeout.as_secs_f64()
-                )));
+                return Err(timed_out());
             }
             Err(e) => break Some(e),
         }
@@ -210,12 +263,15 @@ pub fn call_bounded(
         }
         _ => {
             let why = match (write_err, read_err) {
-                (_, Some(e)) => format!("reading the reply: {e}"),
-                (Some(e), None) => format!("sending the request: {e}"),
-                (None, None) if buf.is_empty() => "closed without a reply".into(),
-                (None, None) => "not an HTTP reply".into(),
+                (_, Some(e)) => Broken::Reading(e),
+                (Some(e), None) => Broken::Sending(e),
+                (None, None) if buf.is_empty() => Broken::Closed,
+                (None, None) => Broken::NotHttp,
             };
-            Err(CallError::Other(format!("{target}: {why}")))
+            Err(CallError::Broken {
+                target: target.clone(),
+                why,
+            })
         }
     }
 }
@@ -428,26 +484,27 @@ fn token(cfg: &FileConfig) -> Result<String, DaemonError> {
 
 /// Sends an operator request to this node's daemon: over the local socket when this user
 /// can use it, else over TCP with the token.
-fn local_operator(cfg: &FileConfig, what: &str) -> Result<Reply, CallError> {
+fn local_operator(cfg: &FileConfig, what: &str) -> Result<Reply, DaemonError> {
     let path = format!("/{what}");
     let sock = Target::Unix(cfg.api.socket.clone());
     match call(&sock, "POST", &path, None, OPERATOR_TIMEOUT) {
         // 403 on the socket: another user; TCP with the token may still be allowed.
         Ok(r) if r.code != 403 => return Ok(r),
-        Err(CallError::Other(e)) => return Err(CallError::Other(e)),
-        _ => {}
+        Err(e @ CallError::Connect { .. }) => log::debug!("{e}: trying TCP"),
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
     }
     let token = match &cfg.api.token_file {
-        Some(_) => Some(token(cfg).map_err(|e| CallError::Other(e.to_string()))?),
+        Some(_) => Some(token(cfg)?),
         None => None,
     };
-    call(
+    Ok(call(
         &Target::Tcp(cfg.node.api),
         "POST",
         &path,
         token.as_deref(),
         OPERATOR_TIMEOUT,
-    )
+    )?)
 }
 
 /// Prints an operator reply's transitions (or its error); the exit code: 0 carried out, 1
@@ -672,6 +729,30 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("no complete reply within"), "{e}");
+    }
+
+    #[test]
+    fn a_call_nothing_listens_for_is_a_connect_error_naming_the_address() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = call(
+            &Target::Tcp(addr),
+            "GET",
+            "/status",
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(matches!(e, CallError::Connect { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot reach the pgha API at {addr}: ")),
+            "{e}"
+        );
+        let e = DaemonError::from(e);
+        assert!(std::error::Error::source(&e).is_some());
     }
 
     #[test]
