@@ -31,10 +31,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pgha_core::OperatorRequest;
+use pgha_core::{OperatorRequest, ProbeResult, State};
 
-use crate::daemon::Status;
+use crate::error::DaemonError;
 use crate::runtime::Msg;
+use crate::status::Status;
 
 /// Sends a message to the running main loop; false when it is gone.
 pub type Submit = Arc<dyn Fn(Msg) -> bool + Send + Sync>;
@@ -42,35 +43,31 @@ pub type Submit = Arc<dyn Fn(Msg) -> bool + Send + Sync>;
 /// The header that marks a 503 as "overloaded" (could not tell) rather than "no".
 pub const OVERLOADED_HEADER: &str = "X-Pgha-Overloaded";
 
-/// The local probe's result name for a postgres that is alive but overloaded (too many
-/// connections): it cannot say its role, and it is not down.
-fn postgres_overloaded(result: &str) -> bool {
-    result == pgha_core::ProbeResult::Overloaded.name()
-}
-
 /// A healthy master: the core says master and the local postgres answered as master, or
 /// answered "too many connections" (alive and still the master the core says it is: a full
 /// master marked down would have every session cut by HAProxy's `on-marked-down`).
 pub fn is_healthy_master(s: &Status) -> bool {
-    s.state == "master"
-        && s.local
-            .as_ref()
-            .is_some_and(|l| l.result == "master" || postgres_overloaded(&l.result))
+    s.state == State::Master
+        && s.local_result()
+            .is_some_and(|r| matches!(r, ProbeResult::Master { .. } | ProbeResult::Overloaded))
 }
 
 /// A healthy streaming replica: the core says replica, postgres answered as a replica whose
 /// WAL receiver streams.
 pub fn is_healthy_replica(s: &Status) -> bool {
-    s.state == "replica"
+    matches!(s.state, State::Replica { .. })
         && s.local
             .as_ref()
-            .is_some_and(|l| l.result == "replica" && l.streaming)
+            .is_some_and(|l| matches!(l.result, ProbeResult::Replica { .. }) && l.streaming)
 }
 
 /// Postgres runs and answers (as master or replica, or "too many connections").
 pub fn is_running(s: &Status) -> bool {
-    s.local.as_ref().is_some_and(|l| {
-        l.result == "master" || l.result == "replica" || postgres_overloaded(&l.result)
+    s.local_result().is_some_and(|r| {
+        matches!(
+            r,
+            ProbeResult::Master { .. } | ProbeResult::Replica { .. } | ProbeResult::Overloaded
+        )
     })
 }
 
@@ -170,38 +167,44 @@ impl Api {
 }
 
 /// Binds `addr` (an error names it), before anything else starts.
-pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).map_err(|e| format!("cannot listen on node.api = {addr}: {e}"))
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(addr)
+        .map_err(|e| DaemonError::io(format!("cannot listen on node.api = {addr}"), e))
 }
 
 /// Binds the local socket at `path`: its directory is created 0700 when missing, else must
 /// be owned by this user and closed to group and others; a socket left by a daemon that is
 /// gone is replaced, one a live daemon serves is an error. The socket is made 0600.
-pub fn bind_local(path: &Path) -> Result<UnixListener, String> {
+pub fn bind_local(path: &Path) -> Result<UnixListener, DaemonError> {
     use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
     let key = format!("api.socket = {:?}", path.display());
+    let io = |what: String| {
+        let key = &key;
+        move |e| DaemonError::io(format!("{key}: {what}"), e)
+    };
     let dir = path
         .parent()
-        .ok_or_else(|| format!("{key}: names no directory"))?;
+        .ok_or_else(|| DaemonError::setting(&key, "names no directory"))?;
     let me = nix::unistd::geteuid().as_raw();
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::DirBuilder::new()
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| {
-                    format!("{key}: cannot create its directory {}: {e}", dir.display())
-                })?;
+                .map_err(io(format!("cannot create its directory {}", dir.display())))?;
         }
-        Err(e) => return Err(format!("{key}: its directory {}: {e}", dir.display())),
+        Err(e) => return Err(io(format!("its directory {}", dir.display()))(e)),
         Ok(m) => {
             let mode = m.permissions().mode() & 0o777;
             if !m.is_dir() || m.uid() != me || mode & 0o077 != 0 {
-                return Err(format!(
-                    "{key}: its directory {} must be a directory owned by uid {me} with mode 700 (it is {}owned by uid {}, mode {mode:o})",
-                    dir.display(),
-                    if m.is_dir() { "" } else { "not a directory, " },
-                    m.uid()
+                return Err(DaemonError::setting(
+                    &key,
+                    format!(
+                        "its directory {} must be a directory owned by uid {me} with mode 700 (it is {}owned by uid {}, mode {mode:o})",
+                        dir.display(),
+                        if m.is_dir() { "" } else { "not a directory, " },
+                        m.uid()
+                    ),
                 ));
             }
         }
@@ -209,17 +212,19 @@ pub fn bind_local(path: &Path) -> Result<UnixListener, String> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             if UnixStream::connect(path).is_ok() {
-                return Err(format!("{key}: another daemon serves this socket"));
+                return Err(DaemonError::setting(
+                    &key,
+                    "another daemon serves this socket",
+                ));
             }
-            std::fs::remove_file(path)
-                .map_err(|e| format!("{key}: cannot remove the stale socket: {e}"))?;
+            std::fs::remove_file(path).map_err(io("cannot remove the stale socket".into()))?;
         }
-        Ok(_) => return Err(format!("{key}: exists and is not a socket")),
+        Ok(_) => return Err(DaemonError::setting(&key, "exists and is not a socket")),
         Err(_) => {}
     }
-    let l = UnixListener::bind(path).map_err(|e| format!("{key}: cannot listen: {e}"))?;
+    let l = UnixListener::bind(path).map_err(io("cannot listen".into()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("{key}: chmod 600: {e}"))?;
+        .map_err(io("chmod 600".into()))?;
     Ok(l)
 }
 
@@ -333,7 +338,7 @@ pub fn serve(
     status: Arc<Mutex<Status>>,
     submit: Submit,
     auth: Auth,
-) -> Result<Api, String> {
+) -> Result<Api, DaemonError> {
     serve_with(listener, local, status, submit, auth, Limits::default())
 }
 
@@ -345,10 +350,10 @@ pub fn serve_with(
     submit: Submit,
     auth: Auth,
     limits: Limits,
-) -> Result<Api, String> {
+) -> Result<Api, DaemonError> {
     let addr = listener
         .local_addr()
-        .map_err(|e| format!("node.api: {e}"))?;
+        .map_err(|e| DaemonError::io("node.api", e))?;
     let stop = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared {
         status,
@@ -363,7 +368,7 @@ pub fn serve_with(
         std::thread::Builder::new()
             .name("pgha-api".into())
             .spawn(move || accept_tcp(listener, &flag, &sh, &open))
-            .map_err(|e| format!("cannot start the API thread: {e}"))?,
+            .map_err(|e| DaemonError::io("cannot start the API thread", e))?,
     );
     let socket = match local {
         None => None,
@@ -373,7 +378,7 @@ pub fn serve_with(
                 std::thread::Builder::new()
                     .name("pgha-api-local".into())
                     .spawn(move || accept_local(l, &flag, &sh))
-                    .map_err(|e| format!("cannot start the API thread: {e}"))?,
+                    .map_err(|e| DaemonError::io("cannot start the API thread", e))?,
             );
             Some(path)
         }
@@ -873,31 +878,60 @@ fn operator(request: OperatorRequest, submit: &Submit, timeout: Duration) -> Rep
 mod tests {
     use super::*;
     use crate::client::{Target, call};
-    use crate::daemon::ProbeView;
     use crate::runtime::OperatorReply;
+    use crate::status::ProbeView;
+    use pgha_core::{Lsn, PeerId, Role};
+
+    /// A state by its name.
+    fn state_named(name: &str) -> State {
+        match name {
+            "master" => State::Master,
+            "replica" => State::Replica {
+                upstream: PeerId(0),
+            },
+            "fenced" => State::Fenced,
+            "waiting_for_local" => State::WaitingForLocal { expect: None },
+            other => panic!("no state {other:?} in these tests"),
+        }
+    }
+
+    /// A probe result by its name.
+    fn result_named(name: &str) -> ProbeResult {
+        match name {
+            "master" => ProbeResult::Master {
+                timeline: 1,
+                lsn: Lsn(0),
+            },
+            "replica" => ProbeResult::Replica {
+                timeline: 1,
+                replay_lsn: Lsn(0),
+                upstream: None,
+            },
+            "overloaded" => ProbeResult::Overloaded,
+            "refused" => ProbeResult::Refused,
+            other => panic!("no probe result {other:?} in these tests"),
+        }
+    }
 
     fn status(state: &str, result: &str, streaming: bool, lag: Option<u64>) -> Status {
+        let state = state_named(state);
         Status {
             name: "db0".into(),
             index: 0,
-            role: "x".into(),
-            state: state.into(),
+            role: state.role(),
+            state,
             paused: false,
             timeline: Some(1),
-            uptime_ms: 0,
-            local: Some(ProbeView {
-                result: result.into(),
-                streaming,
-                ..ProbeView::default()
-            }),
+            uptime: pgha_core::Timestamp::ZERO,
+            local: Some(ProbeView::of(result_named(result), streaming)),
             lag_bytes: lag,
             peers: Vec::new(),
             last_transition: None,
-            journal: String::new(),
+            journal: PathBuf::new(),
             runtime: "threads".into(),
             report: pgha_core::PeerReport {
                 index: 0,
-                role: pgha_core::Role::None,
+                role: Role::None,
                 standing: pgha_core::Standing::Busy,
                 data: None,
                 upstream: None,
@@ -1210,7 +1244,7 @@ mod tests {
         assert_eq!(r.code, 200, "{}", r.body);
         assert_eq!(count.load(Ordering::SeqCst), 1);
         // A second daemon cannot take it over.
-        let e = bind_local(&sock).unwrap_err();
+        let e = bind_local(&sock).unwrap_err().to_string();
         assert!(
             e.contains("api.socket") && e.contains("another daemon"),
             "{e}"
@@ -1224,7 +1258,7 @@ mod tests {
         let open = dir.join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let e = bind_local(&open.join("api.sock")).unwrap_err();
+        let e = bind_local(&open.join("api.sock")).unwrap_err().to_string();
         assert!(e.contains("api.socket") && e.contains("mode 700"), "{e}");
     }
 

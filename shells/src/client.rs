@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
 use crate::config::FileConfig;
+use crate::error::DaemonError;
+use crate::status::{HealthReply, OperatorAnswer, StatusReply};
 
 /// The most bytes of a reply the client reads.
 pub const MAX_REPLY: usize = 1 << 20;
@@ -45,17 +49,71 @@ pub struct Reply {
     pub body: String,
 }
 
-/// Why a call failed: the daemon could not be reached at all, or it did not answer properly.
+/// Why a call to `target` failed: the daemon could not be reached at all ([`CallError::Connect`]),
+/// or it did not answer properly.
 #[derive(Debug)]
 pub enum CallError {
-    Connect(String),
-    Other(String),
+    /// Nothing could be connected to.
+    Connect {
+        target: Target,
+        source: std::io::Error,
+    },
+    /// No complete reply within the call's bound.
+    Timeout { target: Target, limit: Duration },
+    /// The reply grew past `max` bytes.
+    TooLarge { target: Target, max: usize },
+    /// The exchange broke off, or the reply is not HTTP.
+    Broken { target: Target, why: Broken },
+}
+
+/// How an exchange broke off.
+#[derive(Debug)]
+pub enum Broken {
+    Reading(std::io::Error),
+    Sending(std::io::Error),
+    /// Closed without a byte of reply.
+    Closed,
+    NotHttp,
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Connect(e) | CallError::Other(e) => f.write_str(e),
+            CallError::Connect {
+                target: Target::Tcp(addr),
+                source,
+            } => write!(f, "cannot reach the pgha API at {addr}: {source}"),
+            CallError::Connect {
+                target: Target::Unix(p),
+                source,
+            } => write!(f, "cannot reach the pgha socket {}: {source}", p.display()),
+            CallError::Timeout { target, limit } => write!(
+                f,
+                "{target}: no complete reply within {} s",
+                limit.as_secs_f64()
+            ),
+            CallError::TooLarge { target, max } => {
+                write!(f, "{target}: reply larger than {max} bytes: not a pgha API")
+            }
+            CallError::Broken { target, why } => match why {
+                Broken::Reading(e) => write!(f, "{target}: reading the reply: {e}"),
+                Broken::Sending(e) => write!(f, "{target}: sending the request: {e}"),
+                Broken::Closed => write!(f, "{target}: closed without a reply"),
+                Broken::NotHttp => write!(f, "{target}: not an HTTP reply"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Connect { source, .. }
+            | CallError::Broken {
+                why: Broken::Reading(source) | Broken::Sending(source),
+                ..
+            } => Some(source),
+            _ => None,
         }
     }
 }
@@ -132,13 +190,19 @@ pub fn call_bounded(
 ) -> Result<Reply, CallError> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
+    let connect = |source| CallError::Connect {
+        target: target.clone(),
+        source,
+    };
     let mut s = match target {
         Target::Tcp(addr) => TcpStream::connect_timeout(addr, left().min(Duration::from_secs(3)))
             .map(Stream::Tcp)
-            .map_err(|e| CallError::Connect(format!("cannot reach the pgha API at {addr}: {e}")))?,
-        Target::Unix(p) => UnixStream::connect(p).map(Stream::Unix).map_err(|e| {
-            CallError::Connect(format!("cannot reach the pgha socket {}: {e}", p.display()))
-        })?,
+            .map_err(connect)?,
+        Target::Unix(p) => UnixStream::connect(p).map(Stream::Unix).map_err(connect)?,
+    };
+    let timed_out = || CallError::Timeout {
+        target: target.clone(),
+        limit: timeout,
     };
     let host = match target {
         Target::Tcp(a) => a.to_string(),
@@ -157,10 +221,7 @@ pub fn call_bounded(
     let read_err = loop {
         let l = left();
         if l.is_zero() {
-            return Err(CallError::Other(format!(
-                "{target}: no complete reply within {} s",
-                timeout.as_secs_f64()
-            )));
+            return Err(timed_out());
         }
         s.set_timeouts(l);
         match s.read(&mut chunk) {
@@ -168,9 +229,10 @@ pub fn call_bounded(
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 if buf.len() > max_reply {
-                    return Err(CallError::Other(format!(
-                        "{target}: reply larger than {max_reply} bytes: not a pgha API"
-                    )));
+                    return Err(CallError::TooLarge {
+                        target: target.clone(),
+                        max: max_reply,
+                    });
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -178,10 +240,7 @@ pub fn call_bounded(
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut =>
             {
-                return Err(CallError::Other(format!(
-                    "{target}: no complete reply within {} s",
-                    timeout.as_secs_f64()
-                )));
+                return Err(timed_out());
             }
             Err(e) => break Some(e),
         }
@@ -204,45 +263,53 @@ pub fn call_bounded(
         }
         _ => {
             let why = match (write_err, read_err) {
-                (_, Some(e)) => format!("reading the reply: {e}"),
-                (Some(e), None) => format!("sending the request: {e}"),
-                (None, None) if buf.is_empty() => "closed without a reply".into(),
-                (None, None) => "not an HTTP reply".into(),
+                (_, Some(e)) => Broken::Reading(e),
+                (Some(e), None) => Broken::Sending(e),
+                (None, None) if buf.is_empty() => Broken::Closed,
+                (None, None) => Broken::NotHttp,
             };
-            Err(CallError::Other(format!("{target}: {why}")))
+            Err(CallError::Broken {
+                target: target.clone(),
+                why,
+            })
         }
     }
 }
 
 /// One request over TCP with the status-call bound; returns the status code and the body.
-pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
-    call(&Target::Tcp(addr), method, path, None, CALL_TIMEOUT)
-        .map(|r| (r.code, r.body))
-        .map_err(|e| e.to_string())
+pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), CallError> {
+    call(&Target::Tcp(addr), method, path, None, CALL_TIMEOUT).map(|r| (r.code, r.body))
 }
 
-fn get_status(addr: SocketAddr) -> Result<serde_json::Value, String> {
+/// A daemon's `GET /status`: the JSON as it came (`pgha status --json` prints it whole) and
+/// what the command line reads of it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub json: serde_json::Value,
+    pub status: StatusReply,
+}
+
+/// `GET /status` of the daemon at `addr`; an error names `addr` and says what was wrong (no
+/// answer, another code, not a pgha status).
+pub fn get_status(addr: SocketAddr) -> Result<Answer, DaemonError> {
     let (code, body) = request(addr, "GET", "/status")?;
+    let odd = |problem: String| DaemonError::Answer {
+        target: addr.to_string(),
+        problem,
+    };
     if code != 200 {
-        return Err(format!("{addr}: GET /status answered {code}"));
+        return Err(odd(format!("GET /status answered {code}")));
     }
-    serde_json::from_str(&body).map_err(|e| format!("{addr}: bad status JSON: {e}"))
+    let json: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| odd(format!("bad status JSON: {e}")))?;
+    let status =
+        StatusReply::deserialize(&json).map_err(|e| odd(format!("bad status JSON: {e}")))?;
+    Ok(Answer { json, status })
 }
 
-fn s<'a>(v: &'a serde_json::Value, path: &[&str]) -> &'a serde_json::Value {
-    let mut v = v;
-    for p in path {
-        v = &v[*p];
-    }
-    v
-}
-
-fn text(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Null => "-".into(),
-        serde_json::Value::String(s) => s.clone(),
-        v => v.to_string(),
-    }
+/// An optional value as the status table prints it: "-" when absent.
+fn text<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
 /// `pgha status`: this node and its peers, from their APIs.
@@ -262,8 +329,10 @@ pub fn status(cfg: &FileConfig, as_json: bool) -> ExitCode {
         let v: Vec<serde_json::Value> = all
             .iter()
             .map(|(name, api, r)| match r {
-                Ok(v) => v.clone(),
-                Err(e) => serde_json::json!({"name": name, "api": api.to_string(), "error": e}),
+                Ok(a) => a.json.clone(),
+                Err(e) => {
+                    serde_json::json!({"name": name, "api": api.to_string(), "error": e.to_string()})
+                }
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -274,20 +343,16 @@ pub fn status(cfg: &FileConfig, as_json: bool) -> ExitCode {
         );
         for (name, api, r) in &all {
             match r {
-                Ok(v) => println!(
+                Ok(Answer { status: v, .. }) => println!(
                     "{:<10} {:<8} {:<18} {:>3} {:<12} {:>10}  {}{}",
                     name,
-                    text(s(v, &["role"])),
-                    text(s(v, &["state"])),
-                    text(s(v, &["timeline"])),
-                    text(s(v, &["local", "lsn"])),
-                    text(s(v, &["lag_bytes"])),
-                    text(s(v, &["last_transition", "reason"])),
-                    if v["paused"] == serde_json::Value::Bool(true) {
-                        " [paused]"
-                    } else {
-                        ""
-                    }
+                    v.role.name(),
+                    v.state,
+                    text(v.timeline),
+                    text(v.local.as_ref().and_then(|l| l.lsn.as_ref())),
+                    text(v.lag_bytes),
+                    text(v.last_transition.as_ref().map(|t| &t.reason)),
+                    if v.paused { " [paused]" } else { "" }
                 ),
                 Err(e) => println!("{name:<10} unreachable ({api}): {e}"),
             }
@@ -307,7 +372,7 @@ pub fn check_target<'a>(
     cfg: &'a FileConfig,
     args: &[String],
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<&'a crate::config::Endpoint, String> {
+) -> Result<&'a crate::config::Endpoint, DaemonError> {
     let server = match args {
         [] => match (env("HAPROXY_SERVER_ADDR"), env("HAPROXY_SERVER_PORT")) {
             (Some(a), Some(p)) if !a.is_empty() => Some((a, p)),
@@ -315,24 +380,26 @@ pub fn check_target<'a>(
         },
         [_, _, addr, port] => Some((addr.clone(), port.clone())),
         other => {
-            return Err(format!(
+            return Err(DaemonError::CheckArgs(format!(
                 "expected HAProxy's four external-check arguments (<proxy_address> <proxy_port> \
                  <server_address> <server_port>), got {}: {other:?}",
                 other.len()
-            ));
+            )));
         }
     };
     let Some((addr, port)) = server else {
         return Ok(&cfg.node);
     };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("server port {port:?} is not a port number"))?;
+    let port: u16 = port.parse().map_err(|_| {
+        DaemonError::CheckArgs(format!("server port {port:?} is not a port number"))
+    })?;
     std::iter::once(&cfg.node)
         .chain(cfg.peers.iter())
         .find(|e| e.port == port && (e.host == addr || e.api.ip().to_string() == addr))
         .ok_or_else(|| {
-            format!("server {addr}:{port} is not the postgres of any node in the configuration")
+            DaemonError::CheckArgs(format!(
+                "server {addr}:{port} is not the postgres of any node in the configuration"
+            ))
         })
 }
 
@@ -349,18 +416,17 @@ pub enum Verdict {
 pub fn verdict(r: &Reply) -> Verdict {
     match r.code {
         200 => Verdict::Yes,
-        503 if !r.overloaded => {
-            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+        503 if !r.overloaded => match serde_json::from_str::<HealthReply>(&r.body) {
             // A daemon whose own postgres is alive but full cannot see its role either.
-            let local = v.pointer("/local/result").and_then(|r| r.as_str());
-            if local == Some(pgha_core::ProbeResult::Overloaded.name()) {
-                Verdict::Unknown
-            } else if v.get("state").is_some_and(|s| s.is_string()) {
-                Verdict::No
-            } else {
+            Ok(h)
+                if h.local.as_ref().map(|l| l.result.as_str())
+                    == Some(pgha_core::ProbeResult::Overloaded.name()) =>
+            {
                 Verdict::Unknown
             }
-        }
+            Ok(_) => Verdict::No,
+            Err(_) => Verdict::Unknown,
+        },
         _ => Verdict::Unknown,
     }
 }
@@ -409,59 +475,56 @@ pub fn check(cfg: &FileConfig, want: &str, args: &[String]) -> ExitCode {
 }
 
 /// The token of `[api] token_file`, or an error saying how to set one.
-fn token(cfg: &FileConfig) -> Result<String, String> {
+fn token(cfg: &FileConfig) -> Result<String, DaemonError> {
     match &cfg.api.token_file {
-        Some(p) => crate::config::read_token(p),
-        None => Err(
-            "operator requests over TCP need a token: set [api] token_file (the same token on every node; see docs/security.md)"
-                .into(),
-        ),
+        Some(p) => crate::config::read_token(p).map_err(DaemonError::config),
+        None => Err(DaemonError::NoToken),
     }
 }
 
 /// Sends an operator request to this node's daemon: over the local socket when this user
 /// can use it, else over TCP with the token.
-fn local_operator(cfg: &FileConfig, what: &str) -> Result<Reply, CallError> {
+fn local_operator(cfg: &FileConfig, what: &str) -> Result<Reply, DaemonError> {
     let path = format!("/{what}");
     let sock = Target::Unix(cfg.api.socket.clone());
     match call(&sock, "POST", &path, None, OPERATOR_TIMEOUT) {
         // 403 on the socket: another user; TCP with the token may still be allowed.
         Ok(r) if r.code != 403 => return Ok(r),
-        Err(CallError::Other(e)) => return Err(CallError::Other(e)),
-        _ => {}
+        Err(e @ CallError::Connect { .. }) => log::debug!("{e}: trying TCP"),
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
     }
     let token = match &cfg.api.token_file {
-        Some(_) => Some(token(cfg).map_err(CallError::Other)?),
+        Some(_) => Some(token(cfg)?),
         None => None,
     };
-    call(
+    Ok(call(
         &Target::Tcp(cfg.node.api),
         "POST",
         &path,
         token.as_deref(),
         OPERATOR_TIMEOUT,
-    )
+    )?)
 }
 
 /// Prints an operator reply's transitions (or its error); the exit code: 0 carried out, 1
 /// refused, 2 not delivered.
 fn print_operator(name: &str, what: &str, r: &Reply) -> ExitCode {
-    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-    if let Some(e) = v.get("error") {
-        eprintln!("{name}: {what}: {} ({})", text(e), r.code);
+    let v = match serde_json::from_str::<OperatorAnswer>(&r.body) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{name}: {what}: not a pgha reply ({}): {e}", r.code);
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(e) = &v.error {
+        eprintln!("{name}: {what}: {e} ({})", r.code);
         return ExitCode::from(2);
     }
-    let empty = Vec::new();
-    let ts = v["transitions"].as_array().unwrap_or(&empty);
-    for t in ts {
-        println!(
-            "{name}: {} -> {}: {}",
-            text(&t["from"]),
-            text(&t["to"]),
-            text(&t["reason"])
-        );
+    for t in &v.transitions {
+        println!("{name}: {} -> {}: {}", t.from, t.to, t.reason);
     }
-    if ts.is_empty() {
+    if v.transitions.is_empty() {
         println!("{name}: {what}: no change");
     }
     if r.code == 200 {
@@ -486,18 +549,8 @@ pub fn operator(cfg: &FileConfig, what: &str, force: bool) -> ExitCode {
     }
 }
 
-fn status_of(addr: SocketAddr) -> Option<serde_json::Value> {
-    get_status(addr).ok()
-}
-
-/// The last probe result `status` shows for peer `name`.
-fn seen(status: &serde_json::Value, name: &str) -> Option<String> {
-    status["peers"]
-        .as_array()?
-        .iter()
-        .find(|p| p["name"] == name)
-        .and_then(|p| p["last_probe"]["result"].as_str())
-        .map(str::to_string)
+fn status_of(addr: SocketAddr) -> Option<StatusReply> {
+    get_status(addr).ok().map(|a| a.status)
 }
 
 /// `pgha promote --force` on a replica: a switchover that never makes two masters. The
@@ -507,14 +560,17 @@ fn seen(status: &serde_json::Value, name: &str) -> Option<String> {
 /// the stop may take `timeouts.stop`, plus 30 s.
 pub fn switchover(cfg: &FileConfig) -> ExitCode {
     let me = &cfg.node.name;
-    let Some(st) = status_of(cfg.node.api) else {
-        eprintln!("{me}: its daemon does not answer on {}", cfg.node.api);
-        return ExitCode::from(2);
+    let st = match get_status(cfg.node.api) {
+        Ok(a) => a.status,
+        Err(e) => {
+            eprintln!("{me}: its daemon does not answer on {}: {e}", cfg.node.api);
+            return ExitCode::from(2);
+        }
     };
-    if st["state"] != "replica" {
+    if st.state != "replica" {
         eprintln!(
             "{me}: promote --force: this node is {}, not a replica",
-            text(&st["state"])
+            st.state
         );
         return ExitCode::from(1);
     }
@@ -523,19 +579,19 @@ pub fn switchover(cfg: &FileConfig) -> ExitCode {
         .peers
         .iter()
         .find(|p| {
-            st["local"]["upstream"] == p.name.as_str()
-                && seen(&st, &p.name).as_deref() == Some("master")
+            st.local.as_ref().and_then(|l| l.upstream.as_deref()) == Some(p.name.as_str())
+                && st.seen(&p.name) == Some("master")
         })
         .or_else(|| {
             cfg.peers
                 .iter()
-                .find(|p| seen(&st, &p.name).as_deref() == Some("master"))
+                .find(|p| st.seen(&p.name) == Some("master"))
         });
     let Some(master) = master else {
         // No healthy master in sight: a plain promote (the core refuses it otherwise).
         return operator(cfg, "promote", false);
     };
-    if !(st["local"]["result"] == "replica" && st["local"]["streaming"] == true) {
+    if !(st.local_result() == Some("replica") && st.local.as_ref().is_some_and(|l| l.streaming)) {
         eprintln!(
             "{me}: promote --force: this replica does not stream from {} now, so it may miss WAL: refusing the switchover",
             master.name
@@ -589,13 +645,9 @@ pub fn switchover(cfg: &FileConfig) -> ExitCode {
     ];
     loop {
         let old = status_of(master.api);
-        let old_state = old
-            .as_ref()
-            .and_then(|s| s["state"].as_str().map(str::to_string));
+        let old_state = old.as_ref().map(|s| s.state.clone());
         let mine = status_of(cfg.node.api);
-        let my_state = mine
-            .as_ref()
-            .and_then(|s| s["state"].as_str().map(str::to_string));
+        let my_state = mine.as_ref().map(|s| s.state.clone());
         if matches!(my_state.as_deref(), Some("promoting" | "master")) {
             println!("{me}: promoted itself once {} stopped", master.name);
             return ExitCode::SUCCESS;
@@ -603,7 +655,7 @@ pub fn switchover(cfg: &FileConfig) -> ExitCode {
         let old_stopped = old_state.as_deref().is_some_and(|s| stopped.contains(&s));
         let seen_stopped = mine
             .as_ref()
-            .and_then(|s| seen(s, &master.name))
+            .and_then(|s| s.seen(&master.name))
             .is_some_and(|r| r != "master" && r != "shutting down");
         if old_stopped && seen_stopped {
             break;
@@ -677,6 +729,30 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("no complete reply within"), "{e}");
+    }
+
+    #[test]
+    fn a_call_nothing_listens_for_is_a_connect_error_naming_the_address() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = call(
+            &Target::Tcp(addr),
+            "GET",
+            "/status",
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(matches!(e, CallError::Connect { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot reach the pgha API at {addr}: ")),
+            "{e}"
+        );
+        let e = DaemonError::from(e);
+        assert!(std::error::Error::source(&e).is_some());
     }
 
     #[test]
@@ -778,9 +854,11 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let e = check_target(&cfg, &bad, &none).unwrap_err();
+        let e = check_target(&cfg, &bad, &none).unwrap_err().to_string();
         assert!(e.contains("127.0.0.1:99"), "{e}");
-        let e = check_target(&cfg, &bad[..2], &none).unwrap_err();
+        let e = check_target(&cfg, &bad[..2], &none)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("four"), "{e}");
         let e = check_target(
             &cfg,
@@ -792,7 +870,8 @@ mod tests {
             ],
             &none,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("\"x\""), "{e}");
     }
 }

@@ -4,13 +4,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use pgha_core::{
-    CommandId, Event, Input, OperatorRequest, PeerReport, ProbeResult, Role, Timestamp, Transition,
-};
-use serde::Serialize;
+use pgha_core::{CommandId, Event, Input, OperatorRequest, ProbeResult, Timestamp};
 
 use crate::config::FileConfig;
 use crate::effectors::{ProbeDetail, ProbeTarget, Probed};
+use crate::error::DaemonError;
+use crate::status::view;
+pub use crate::status::{PeerView, Status, TransitionView, render};
 
 /// What one input produced: transitions (already journaled and logged) and the commands to
 /// carry out, in order. The core's own type, as the journal returns it.
@@ -25,10 +25,11 @@ struct Driver {
 impl Driver {
     /// Opens the journal and writes the run's header at once: a journal that cannot be
     /// written (read-only, full disk) is found here, before anything starts.
-    fn open(cfg: &FileConfig, config_text: String) -> Result<Driver, String> {
+    fn open(cfg: &FileConfig, config_text: String) -> Result<Driver, DaemonError> {
         let header = pgha_journal::Header::new(cfg.core.clone(), config_text);
-        let named = |e: pgha_journal::JournalError| {
-            format!("journal.path = {}: {e}", cfg.journal.display())
+        let named = |source| DaemonError::JournalOpen {
+            path: cfg.journal.clone(),
+            source,
         };
         let mut recorder = pgha_journal::Recorder::open(&cfg.journal, header)
             .map_err(named)?
@@ -37,10 +38,13 @@ impl Driver {
         Ok(Driver { recorder })
     }
 
-    fn step(&mut self, now: Timestamp, input: Input) -> Result<Step, String> {
+    fn step(&mut self, now: Timestamp, input: Input) -> Result<Step, DaemonError> {
         self.recorder
             .step(now, wall_ms(), input)
-            .map_err(|e| format!("journal {}: {e}", self.recorder.path().display()))
+            .map_err(|source| DaemonError::JournalWrite {
+                path: self.recorder.path().to_path_buf(),
+                source,
+            })
     }
 
     fn node(&self) -> &pgha_core::Node {
@@ -103,65 +107,6 @@ pub fn note_panic(message: String) {
     }
 }
 
-/// A JSON-ready view of a probe result.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct ProbeView {
-    pub result: String,
-    pub timeline: Option<u32>,
-    pub lsn: Option<String>,
-    pub lsn_bytes: Option<u64>,
-    pub streaming: bool,
-    pub upstream: Option<String>,
-    pub age_ms: Option<u64>,
-}
-
-/// One peer in the status.
-#[derive(Debug, Clone, Serialize)]
-pub struct PeerView {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub api: String,
-    pub last_probe: Option<ProbeView>,
-    /// The peer daemon's last report of itself (its `/status` field `report`), when it gave
-    /// one at its last daemon probe.
-    pub last_report: Option<PeerReport>,
-}
-
-/// The last transition, rendered.
-#[derive(Debug, Clone, Serialize)]
-pub struct TransitionView {
-    pub at_ms: u64,
-    pub from: String,
-    pub to: String,
-    pub reason_code: String,
-    pub reason: String,
-}
-
-/// What `GET /status` returns.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub name: String,
-    /// `node.index`: a daemon that sees a peer claim its own index halts (two nodes
-    /// configured with one index would both bootstrap and lead).
-    pub index: u32,
-    pub role: String,
-    pub state: String,
-    pub paused: bool,
-    pub timeline: Option<u32>,
-    pub uptime_ms: u64,
-    pub local: Option<ProbeView>,
-    /// Bytes a replica is behind its upstream's last reported position.
-    pub lag_bytes: Option<u64>,
-    pub peers: Vec<PeerView>,
-    pub last_transition: Option<TransitionView>,
-    pub journal: String,
-    pub runtime: String,
-    /// What this daemon tells its peers of itself: the core's [`pgha_core::Node::report`] as
-    /// is, so a peer compares it with its own like with like (`ProbePeerDaemon`).
-    pub report: PeerReport,
-}
-
 /// A runtime's handle on the node: the journaled core, the clock and the status.
 pub struct Daemon {
     cfg: Arc<FileConfig>,
@@ -183,64 +128,15 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-pub fn render(t: &Transition, cfg: &pgha_core::Config) -> TransitionView {
-    TransitionView {
-        at_ms: t.at.as_millis(),
-        from: t.from.name().to_string(),
-        to: t.to.name().to_string(),
-        reason_code: t.reason.code().to_string(),
-        reason: t.reason.describe(cfg).to_string(),
-    }
-}
-
-fn view(cfg: &FileConfig, now: Timestamp, at: Timestamp, d: &ProbeDetail) -> ProbeView {
-    let (lsn, upstream) = match d.result {
-        ProbeResult::Master { lsn, .. } => (Some(lsn), None),
-        ProbeResult::Replica {
-            replay_lsn,
-            upstream,
-            ..
-        } => (
-            Some(replay_lsn),
-            upstream.and_then(|p| cfg.peer(p)).map(|p| p.name.clone()),
-        ),
-        _ => (None, None),
-    };
-    ProbeView {
-        result: d.result.name().to_string(),
-        timeline: d.result.timeline(),
-        lsn: lsn.map(|l| l.to_string()),
-        lsn_bytes: lsn.map(|l| l.0),
-        streaming: d.streaming,
-        upstream,
-        age_ms: Some(now.since(at)),
-    }
-}
-
 impl Daemon {
     /// Opens the journal (appending a new run) and prepares the status.
     pub fn open(
         cfg: Arc<FileConfig>,
         config_text: String,
         runtime: &str,
-    ) -> Result<Daemon, String> {
+    ) -> Result<Daemon, DaemonError> {
         let driver = Driver::open(&cfg, config_text)?;
-        let status = Status {
-            name: cfg.node.name.clone(),
-            index: cfg.index,
-            role: Role::None.name().to_string(),
-            state: "init".into(),
-            paused: false,
-            timeline: None,
-            uptime_ms: 0,
-            local: None,
-            lag_bytes: None,
-            peers: Vec::new(),
-            last_transition: None,
-            journal: cfg.journal.display().to_string(),
-            runtime: runtime.to_string(),
-            report: driver.node().report(),
-        };
+        let status = Status::initial(&cfg, runtime, driver.node().report());
         let n = cfg.peers.len();
         Ok(Daemon {
             cfg,
@@ -285,7 +181,7 @@ impl Daemon {
     /// Feeds one input through the journal, logs the transitions, refreshes the status and
     /// returns what to carry out. Probe commands are remembered so their results can be
     /// routed back.
-    pub fn step(&mut self, input: Input) -> Result<Step, String> {
+    pub fn step(&mut self, input: Input) -> Result<Step, DaemonError> {
         let now = self.now();
         let step = self.driver.step(now, input)?;
         let core = &self.cfg.core;
@@ -318,7 +214,7 @@ impl Daemon {
     }
 
     /// Feeds a probe's result back as the event the core expects.
-    pub fn probe_done(&mut self, id: CommandId, probed: Probed) -> Result<Step, String> {
+    pub fn probe_done(&mut self, id: CommandId, probed: Probed) -> Result<Step, DaemonError> {
         let now = self.now();
         let Some(target) = self.probes.remove(&id) else {
             return Ok(Step::default());
@@ -354,7 +250,7 @@ impl Daemon {
     }
 
     /// An operator request: its step, whose transitions say what the daemon did.
-    pub fn operator(&mut self, request: OperatorRequest) -> Result<Step, String> {
+    pub fn operator(&mut self, request: OperatorRequest) -> Result<Step, DaemonError> {
         log::info!("operator request: {}", request.name());
         self.step(Input::Event(Event::Operator(request)))
     }
@@ -371,7 +267,7 @@ impl Daemon {
                 name: p.name.clone(),
                 host: p.host.clone(),
                 port: p.port,
-                api: p.api.to_string(),
+                api: p.api,
                 last_probe: self.peer_detail[i].map(|(at, d)| view(cfg, now, at, &d)),
                 last_report: node
                     .peer_report(pgha_core::PeerId(i as u8))
@@ -403,11 +299,11 @@ impl Daemon {
         };
         let last = node.last_transition().map(|t| render(t, &cfg.core));
         if let Ok(mut s) = self.status.lock() {
-            s.role = node.role().name().to_string();
-            s.state = node.state().name().to_string();
+            s.role = node.role();
+            s.state = node.state();
             s.paused = node.paused();
             s.timeline = node.local_timeline();
-            s.uptime_ms = now.as_millis();
+            s.uptime = now;
             s.local = local;
             s.lag_bytes = lag_bytes;
             s.peers = peers;

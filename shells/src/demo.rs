@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use crate::error::DaemonError;
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Keep the temporary directory (journals, logs, data) and say where it is.
@@ -55,8 +57,8 @@ struct Demo {
 }
 
 /// This executable if the user the daemons run as can execute it, else a copy in `dir`.
-fn runnable_exe(dir: &Path, as_postgres: bool) -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+fn runnable_exe(dir: &Path, as_postgres: bool) -> Result<PathBuf, DaemonError> {
+    let exe = std::env::current_exe().map_err(|e| DaemonError::io("current_exe", e))?;
     if !as_postgres {
         return Ok(exe);
     }
@@ -70,17 +72,16 @@ fn runnable_exe(dir: &Path, as_postgres: bool) -> Result<PathBuf, String> {
     }
     let copy = dir.join("pgha");
     std::fs::copy(&exe, &copy)
-        .map_err(|e| format!("copy {} to {}: {e}", exe.display(), copy.display()))?;
+        .map_err(|e| DaemonError::io(format!("copy {} to {}", exe.display(), copy.display()), e))?;
     std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .map_err(|e| format!("chmod {}: {e}", copy.display()))?;
+        .map_err(|e| DaemonError::io(format!("chmod {}", copy.display()), e))?;
     Ok(copy)
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+fn free_port() -> Result<u16, DaemonError> {
+    let no_port = |e| DaemonError::io("no free port", e);
+    let l = TcpListener::bind("127.0.0.1:0").map_err(no_port)?;
+    l.local_addr().map(|a| a.port()).map_err(no_port)
 }
 
 fn kill(pid: i32, sig: nix::sys::signal::Signal) {
@@ -104,13 +105,12 @@ fn signal_name(sig: usize) -> String {
 
 impl Demo {
     /// An error once a signal interrupted the demo: every step and wait checks it.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), DaemonError> {
         match self.interrupted.load(Ordering::SeqCst) {
             0 => Ok(()),
-            sig => Err(format!(
-                "interrupted by {}: stopping everything it started",
-                signal_name(sig)
-            )),
+            sig => Err(DaemonError::Interrupted {
+                signal: signal_name(sig),
+            }),
         }
     }
 
@@ -128,16 +128,17 @@ impl Demo {
         }
     }
 
-    fn start_daemon(&mut self, i: usize) -> Result<(), String> {
+    fn start_daemon(&mut self, i: usize) -> Result<(), DaemonError> {
         self.check()?;
         let exe = self.exe.clone();
         let n = &self.nodes[i];
+        let log_err = |e| DaemonError::io(n.log.display().to_string(), e);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&n.log)
-            .map_err(|e| format!("{}: {e}", n.log.display()))?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
+            .map_err(log_err)?;
+        let err = log.try_clone().map_err(log_err)?;
         let child = self
             .as_user(&exe)
             .arg("run")
@@ -150,7 +151,7 @@ impl Demo {
             .stdout(log)
             .stderr(err)
             .spawn()
-            .map_err(|e| format!("cannot start pgha: {e}"))?;
+            .map_err(|e| DaemonError::io("cannot start pgha", e))?;
         self.nodes[i].daemon = Some(child);
         Ok(())
     }
@@ -209,36 +210,34 @@ impl Demo {
             .status();
     }
 
-    fn status(&self, i: usize) -> Option<serde_json::Value> {
-        let (code, body) = crate::client::request(self.nodes[i].api, "GET", "/status").ok()?;
-        (code == 200)
-            .then(|| serde_json::from_str(&body).ok())
-            .flatten()
+    fn status(&self, i: usize) -> Option<crate::status::StatusReply> {
+        crate::client::get_status(self.nodes[i].api)
+            .ok()
+            .map(|a| a.status)
     }
 
-    fn wait_state(&self, i: usize, state: &str, limit: Duration) -> Result<(), String> {
+    fn wait_state(&self, i: usize, state: &str, limit: Duration) -> Result<(), DaemonError> {
         let start = Instant::now();
         loop {
             self.check()?;
             if let Some(s) = self.status(i)
-                && s["state"] == state
-                && s["local"]["result"] == state
+                && s.state == state
+                && s.local_result() == Some(state)
             {
                 return Ok(());
             }
             if start.elapsed() > limit {
-                return Err(format!(
-                    "{} did not become {state} within {} s; see {}",
-                    self.nodes[i].name,
-                    limit.as_secs(),
-                    self.nodes[i].log.display()
-                ));
+                return Err(DaemonError::Waited {
+                    what: format!("{} did not become {state}", self.nodes[i].name),
+                    secs: limit.as_secs(),
+                    see: Some(self.nodes[i].log.clone()),
+                });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    fn client(&self, i: usize) -> Result<postgres::Client, String> {
+    fn client(&self, i: usize) -> Result<postgres::Client, DaemonError> {
         self.check()?;
         postgres::Config::new()
             .host("127.0.0.1")
@@ -247,21 +246,27 @@ impl Demo {
             .dbname("postgres")
             .connect_timeout(Duration::from_secs(3))
             .connect(postgres::NoTls)
-            .map_err(|e| format!("connect to {}: {e}", self.nodes[i].name))
+            .map_err(|source| DaemonError::Postgres {
+                what: format!("connect to {}", self.nodes[i].name),
+                source,
+            })
     }
 
-    fn rows(&self, i: usize) -> Result<Vec<String>, String> {
+    fn rows(&self, i: usize) -> Result<Vec<String>, DaemonError> {
         let mut c = self.client(i)?;
         let rows = c
             .query("select id, note from demo order by id", &[])
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| DaemonError::Postgres {
+                what: format!("reading rows on {}", self.nodes[i].name),
+                source,
+            })?;
         Ok(rows
             .iter()
             .map(|r| format!("{}:{}", r.get::<_, i32>(0), r.get::<_, String>(1)))
             .collect())
     }
 
-    fn wait_rows(&self, i: usize, n: usize, limit: Duration) -> Result<Vec<String>, String> {
+    fn wait_rows(&self, i: usize, n: usize, limit: Duration) -> Result<Vec<String>, DaemonError> {
         let start = Instant::now();
         loop {
             self.check()?;
@@ -271,11 +276,11 @@ impl Demo {
                 return Ok(r);
             }
             if start.elapsed() > limit {
-                return Err(format!(
-                    "{} did not show {n} rows within {} s",
-                    self.nodes[i].name,
-                    limit.as_secs()
-                ));
+                return Err(DaemonError::Waited {
+                    what: format!("{} did not show {n} rows", self.nodes[i].name),
+                    secs: limit.as_secs(),
+                    see: None,
+                });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -381,16 +386,19 @@ pub fn demo(args: DemoArgs) -> ExitCode {
     }
 }
 
-fn run(args: DemoArgs, interrupted: Arc<AtomicUsize>) -> Result<(), String> {
+fn run(args: DemoArgs, interrupted: Arc<AtomicUsize>) -> Result<(), DaemonError> {
+    let missing = |what: &str| DaemonError::Missing(what.to_string());
     let bin_dir = match args.bin_dir {
         Some(b) => b,
-        None => crate::config::find_bin_dir().ok_or(
-            "PostgreSQL is not installed (no pg_ctl in /usr/lib/postgresql/*/bin or PATH): \
-             install it, e.g. `apt-get install postgresql`",
-        )?,
+        None => crate::config::find_bin_dir().ok_or_else(|| {
+            missing(
+                "PostgreSQL is not installed (no pg_ctl in /usr/lib/postgresql/*/bin or PATH): \
+                 install it, e.g. `apt-get install postgresql`",
+            )
+        })?,
     };
     if !bin_dir.join("pg_ctl").is_file() {
-        return Err(format!("no pg_ctl in {}", bin_dir.display()));
+        return Err(missing(&format!("no pg_ctl in {}", bin_dir.display())));
     }
     let root = nix::unistd::geteuid().is_root();
     let pg_user = if root {
@@ -398,16 +406,16 @@ fn run(args: DemoArgs, interrupted: Arc<AtomicUsize>) -> Result<(), String> {
             nix::unistd::User::from_name("postgres")
                 .ok()
                 .flatten()
-                .ok_or("running as root needs a `postgres` user to run PostgreSQL as (apt-get install postgresql creates it)")?,
+                .ok_or_else(|| missing("running as root needs a `postgres` user to run PostgreSQL as (apt-get install postgresql creates it)"))?,
         )
     } else {
         None
     };
     let dir = std::env::temp_dir().join(format!("pgha-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| DaemonError::io(dir.display().to_string(), e))?;
     if let Some(u) = &pg_user {
         nix::unistd::chown(&dir, Some(u.uid), Some(u.gid))
-            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+            .map_err(|e| DaemonError::sys(format!("chown {}", dir.display()), e))?;
     }
     let exe = runnable_exe(&dir, root)?;
     let mut d = Demo {
@@ -436,7 +444,7 @@ fn run(args: DemoArgs, interrupted: Arc<AtomicUsize>) -> Result<(), String> {
     }
     for i in 0..2 {
         std::fs::write(&d.nodes[i].config, config_text(&d, i))
-            .map_err(|e| format!("{}: {e}", d.nodes[i].config.display()))?;
+            .map_err(|e| DaemonError::io(d.nodes[i].config.display().to_string(), e))?;
     }
     if let Some(u) = &pg_user {
         for n in &d.nodes {
@@ -468,12 +476,17 @@ fn run(args: DemoArgs, interrupted: Arc<AtomicUsize>) -> Result<(), String> {
         "create table demo (id int primary key, note text);
          insert into demo values (1, 'written on db0'), (2, 'before the failover'), (3, 'three rows');",
     )
-    .map_err(|e| format!("writing rows on db0: {e}"))?;
+    .map_err(|source| DaemonError::Postgres {
+        what: "writing rows on db0".into(),
+        source,
+    })?;
     drop(c);
     d.wait_rows(1, 3, Duration::from_secs(20))?;
     d.say("wrote 3 rows on db0; db1 has them");
 
-    let pm = d.postmaster(0).ok_or("db0's postmaster is not running")?;
+    let pm = d
+        .postmaster(0)
+        .ok_or_else(|| missing("db0's postmaster is not running"))?;
     d.stop_daemon(0, nix::sys::signal::Signal::SIGKILL);
     kill(pm, nix::sys::signal::Signal::SIGKILL);
     let t0 = Instant::now();
@@ -484,7 +497,7 @@ fn run(args: DemoArgs, interrupted: Arc<AtomicUsize>) -> Result<(), String> {
     let took = t0.elapsed();
     let reason = d
         .status(1)
-        .and_then(|s| s["last_transition"]["reason"].as_str().map(str::to_string))
+        .and_then(|s| s.last_transition.map(|t| t.reason))
         .unwrap_or_default();
     d.say(&format!(
         "db1 promoted itself in {:.2} s ({reason})",
@@ -494,7 +507,10 @@ fn run(args: DemoArgs, interrupted: Arc<AtomicUsize>) -> Result<(), String> {
     d.say(&format!("rows on db1: {}", rows.join(", ")));
     let mut c = d.client(1)?;
     c.batch_execute("insert into demo values (4, 'written on db1 after the failover')")
-        .map_err(|e| format!("writing on db1: {e}"))?;
+        .map_err(|source| DaemonError::Postgres {
+            what: "writing on db1".into(),
+            source,
+        })?;
     drop(c);
     d.say("wrote row 4 on db1");
 
@@ -511,13 +527,13 @@ fn run(args: DemoArgs, interrupted: Arc<AtomicUsize>) -> Result<(), String> {
         d.stop_daemon(i, nix::sys::signal::Signal::SIGTERM);
     }
     d.say("stopped both daemons (SIGTERM: journals closed)");
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| DaemonError::io("current_exe", e))?;
     let out = Command::new(&exe)
         .arg("explain")
         .args(d.nodes.iter().map(|n| &n.journal))
         .env("RUST_LOG", "warn")
         .output()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| DaemonError::io("pgha explain", e))?;
     if out.status.success() {
         println!("\n---- pgha explain db0.journal db1.journal ----");
         print!("{}", String::from_utf8_lossy(&out.stdout));

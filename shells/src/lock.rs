@@ -16,6 +16,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::config::FileConfig;
+use crate::error::DaemonError;
 
 /// The locks a running daemon holds; dropping them releases them.
 #[derive(Debug)]
@@ -24,13 +25,17 @@ pub struct Locks {
 }
 
 /// `path` with its directory resolved (symbolic links, `..`), so two spellings of one data
-/// dir or journal lock the same file. `path` itself need not exist; its parent must.
-fn resolved(path: &Path) -> Result<PathBuf, String> {
+/// dir or journal lock the same file. `path` itself need not exist; its parent must. An error
+/// names `key`, the setting that gave `path`.
+fn resolved(key: &str, path: &Path) -> Result<PathBuf, DaemonError> {
     if let Ok(p) = path.canonicalize() {
         return Ok(p);
     }
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(format!("{}: not a file or directory name", path.display()));
+        return Err(DaemonError::setting(
+            key,
+            format!("{}: not a file or directory name", path.display()),
+        ));
     };
     let parent = if parent.as_os_str().is_empty() {
         Path::new(".")
@@ -40,7 +45,7 @@ fn resolved(path: &Path) -> Result<PathBuf, String> {
     parent
         .canonicalize()
         .map(|p| p.join(name))
-        .map_err(|e| format!("{}: {e}", parent.display()))
+        .map_err(|e| DaemonError::io(format!("{key}: {}", parent.display()), e))
 }
 
 /// `<path><suffix>` (a sibling of `path`, never inside it).
@@ -52,7 +57,7 @@ fn beside(path: &Path, suffix: &str) -> PathBuf {
 
 /// Takes the exclusive lock on `lock` for `what` (e.g. "node.data_dir = /x/db0"), and
 /// writes `holder` into it; or says who holds it.
-pub fn take_one(what: &str, lock: &Path, holder: &str) -> Result<Flock<File>, String> {
+pub fn take_one(what: &str, lock: &Path, holder: &str) -> Result<Flock<File>, DaemonError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -60,7 +65,12 @@ pub fn take_one(what: &str, lock: &Path, holder: &str) -> Result<Flock<File>, St
         .truncate(false)
         .mode(0o600)
         .open(lock)
-        .map_err(|e| format!("{what}: cannot open its lock file {}: {e}", lock.display()))?;
+        .map_err(|e| {
+            DaemonError::io(
+                format!("{what}: cannot open its lock file {}", lock.display()),
+                e,
+            )
+        })?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut held) => {
             let written = held
@@ -76,13 +86,15 @@ pub fn take_one(what: &str, lock: &Path, holder: &str) -> Result<Flock<File>, St
             }
             Ok(held)
         }
-        Err((_, Errno::EWOULDBLOCK)) => Err(format!(
-            "{what} is in use by another pgha daemon ({}; lock file {}): refusing to run a \
-             second daemon on it",
-            holder_of(lock),
-            lock.display()
+        Err((_, Errno::EWOULDBLOCK)) => Err(DaemonError::Locked {
+            what: what.to_string(),
+            holder: holder_of(lock),
+            lock: lock.to_path_buf(),
+        }),
+        Err((_, e)) => Err(DaemonError::sys(
+            format!("{what}: cannot lock {}", lock.display()),
+            e,
         )),
-        Err((_, e)) => Err(format!("{what}: cannot lock {}: {e}", lock.display())),
     }
 }
 
@@ -99,7 +111,7 @@ fn holder_of(lock: &Path) -> String {
 
 /// Takes the data dir's and the journal's locks for the daemon of `cfg` (loaded from
 /// `config`), in that order.
-pub fn take(cfg: &FileConfig, config: &Path) -> Result<Locks, String> {
+pub fn take(cfg: &FileConfig, config: &Path) -> Result<Locks, DaemonError> {
     let holder = format!(
         "pid {}, node {}, config {}, API {}\n",
         std::process::id(),
@@ -107,21 +119,13 @@ pub fn take(cfg: &FileConfig, config: &Path) -> Result<Locks, String> {
         config.display(),
         cfg.node.api
     );
-    let data = resolved(&cfg.data_dir)
-        .map_err(|e| format!("node.data_dir = {}: {e}", cfg.data_dir.display()))?;
-    let journal = resolved(&cfg.journal)
-        .map_err(|e| format!("journal.path = {}: {e}", cfg.journal.display()))?;
+    let data_key = format!("node.data_dir = {}", cfg.data_dir.display());
+    let journal_key = format!("journal.path = {}", cfg.journal.display());
+    let data = resolved(&data_key, &cfg.data_dir)?;
+    let journal = resolved(&journal_key, &cfg.journal)?;
     let held = vec![
-        take_one(
-            &format!("node.data_dir = {}", cfg.data_dir.display()),
-            &beside(&data, ".pgha-lock"),
-            &holder,
-        )?,
-        take_one(
-            &format!("journal.path = {}", cfg.journal.display()),
-            &beside(&journal, ".lock"),
-            &holder,
-        )?,
+        take_one(&data_key, &beside(&data, ".pgha-lock"), &holder)?,
+        take_one(&journal_key, &beside(&journal, ".lock"), &holder)?,
     ];
     Ok(Locks { _held: held })
 }
@@ -138,7 +142,8 @@ mod tests {
         let first = take_one("node.data_dir = /x/db0", &lock, "pid 1, config /a.toml\n").unwrap();
         // flock conflicts between two open files even in one process.
         let err = take_one("node.data_dir = /x/db0", &lock, "pid 2, config /b.toml\n")
-            .expect_err("a second lock");
+            .expect_err("a second lock")
+            .to_string();
         assert!(err.contains("node.data_dir = /x/db0"), "{err}");
         assert!(err.contains("pid 1, config /a.toml"), "{err}");
         assert!(err.contains(lock.to_str().unwrap()), "{err}");
@@ -157,8 +162,8 @@ mod tests {
     fn two_spellings_of_one_path_lock_the_same_file() {
         let dir = std::env::temp_dir().join(format!("pgha-lock-spell-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("sub")).unwrap();
-        let a = resolved(&dir.join("db0")).unwrap();
-        let b = resolved(&dir.join("sub/../db0")).unwrap();
+        let a = resolved("node.data_dir", &dir.join("db0")).unwrap();
+        let b = resolved("node.data_dir", &dir.join("sub/../db0")).unwrap();
         assert_eq!(a, b);
         std::fs::remove_dir_all(&dir).unwrap();
     }

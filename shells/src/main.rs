@@ -17,10 +17,12 @@ mod config;
 mod daemon;
 mod demo;
 mod effectors;
+mod error;
 mod haproxy;
 mod journal_cli;
 mod lock;
 mod runtime;
+mod status;
 #[cfg(test)]
 mod testutil;
 
@@ -345,14 +347,14 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         }
     };
     // From here on a refusal ends the run with a `stop` row saying why.
-    let refuse = |d: daemon::Daemon, e: String| {
+    let refuse = |d: daemon::Daemon, e: error::DaemonError| {
         eprintln!("pgha: {}: {e}", path.display());
-        d.close(&daemon::Stop::Refused(e));
+        d.close(&daemon::Stop::Refused(e.to_string()));
         ExitCode::from(2)
     };
     let server = match api::bind(cfg.node.api) {
         Ok(s) => s,
-        Err(e) => return refuse(d, e.to_string()),
+        Err(e) => return refuse(d, e),
     };
     // A panic is logged, and journaled by the daemon's drop.
     let default_hook = std::panic::take_hook();
@@ -403,7 +405,7 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
     let local = Some((local, cfg.api.socket.clone()));
     let api = match api::serve(server, local, status.clone(), submit.clone(), auth) {
         Ok(a) => a,
-        Err(e) => return refuse(d, e.to_string()),
+        Err(e) => return refuse(d, e),
     };
     // A stop signal ends the main loop through its own channel, so the loop itself writes
     // the journal's last row; SIGHUP, SIGUSR1 and SIGUSR2 are logged and ignored.

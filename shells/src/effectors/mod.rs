@@ -94,12 +94,12 @@ impl Effectors {
             .and_then(|s| s.lock().ok().map(|s| s.clone()));
         let (srole, state, timeline, reason) = match &s {
             Some(s) => (
-                s.role.clone(),
-                s.state.clone(),
+                s.role.name().to_string(),
+                s.state.name().to_string(),
                 s.timeline.map(|t| t.to_string()).unwrap_or_default(),
                 s.last_transition
                     .as_ref()
-                    .map(|t| t.reason.replace(['\n', '\r'], " "))
+                    .map(|t| t.described.replace(['\n', '\r'], " "))
                     .unwrap_or_default(),
             ),
             None => Default::default(),

@@ -19,6 +19,7 @@ use pgha_core::{DataDir, Failure, LocalFacts, Lsn, PeerId, StartAs, StopMode};
 
 use super::probe::{self, SqlFailure, Target};
 use crate::config::{FileConfig, sibling};
+use crate::error::{DaemonError, DataDirProblem};
 
 pub fn fence_marker(c: &FileConfig) -> PathBuf {
     sibling(&c.data_dir, "pgha-fenced")
@@ -112,7 +113,7 @@ fn some_entries(dir: &Path) -> String {
 /// holds a PostgreSQL cluster (never foreign files, which initdb or a clone would destroy),
 /// and it and its directory (where the markers, the copy and the set-aside data go) are
 /// writable by the daemon's user. The error names `node.data_dir` and says what to do.
-pub fn preflight(c: &FileConfig) -> Result<(), String> {
+pub fn preflight(c: &FileConfig) -> Result<(), DaemonError> {
     use nix::unistd::{AccessFlags, access};
     let d = &c.data_dir;
     let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
@@ -121,29 +122,29 @@ pub fn preflight(c: &FileConfig) -> Result<(), String> {
         .map(|u| u.name)
         .unwrap_or_else(|| format!("uid {}", nix::unistd::geteuid()));
     let writable = |p: &Path| access(p, AccessFlags::W_OK | AccessFlags::X_OK).is_ok();
+    let refuse = |problem| {
+        Err(DaemonError::DataDir {
+            path: d.clone(),
+            problem,
+        })
+    };
     if d.exists() {
         if !has_cluster(d) && !is_empty_dir(d) {
-            return Err(format!(
-                "node.data_dir = {:?} holds files that are not a PostgreSQL cluster (no PG_VERSION; {}):                  refusing to initdb or clone over them. Use an empty or absent directory, or a cluster",
-                d.display(),
-                some_entries(d)
-            ));
+            return refuse(DataDirProblem::Foreign {
+                entries: some_entries(d),
+            });
         }
         if !writable(d) {
-            return Err(format!(
-                "node.data_dir = {:?} is not writable by {user}, the daemon's user",
-                d.display()
-            ));
+            return refuse(DataDirProblem::NotWritable { user });
         }
     }
     if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty())
         && !writable(parent)
     {
-        return Err(format!(
-            "node.data_dir = {:?}: its directory {} is not writable by {user}, the daemon's user              (pgha creates the data dir, its markers and its copies there)",
-            d.display(),
-            parent.display()
-        ));
+        return refuse(DataDirProblem::ParentNotWritable {
+            parent: parent.to_path_buf(),
+            user,
+        });
     }
     Ok(())
 }
@@ -1186,7 +1187,7 @@ mod tests {
         assert!(preflight(&c).is_ok());
         std::fs::create_dir_all(c.data_dir.join("sub")).unwrap();
         assert!(!is_empty_dir(&c.data_dir));
-        let e = preflight(&c).unwrap_err();
+        let e = preflight(&c).unwrap_err().to_string();
         assert!(e.contains("node.data_dir") && e.contains("sub"), "{e}");
         assert_eq!(initdb(&c), Err(Failure::ForeignFiles));
         assert!(c.data_dir.join("sub").is_dir());

@@ -15,6 +15,7 @@ use pgha_core::{Event, Input};
 
 use crate::daemon::{Daemon, Step, Stop, TransitionView, render};
 use crate::effectors::{Effectors, Probed};
+use crate::error::DaemonError;
 
 /// A message to a runtime's main loop.
 #[derive(Debug)]
@@ -73,11 +74,11 @@ pub enum Flow {
     Stop(Stop),
 }
 
-impl From<Result<Step, String>> for Flow {
-    fn from(r: Result<Step, String>) -> Flow {
+impl From<Result<Step, DaemonError>> for Flow {
+    fn from(r: Result<Step, DaemonError>) -> Flow {
         match r {
             Ok(step) => Flow::Carry(step),
-            Err(e) => Flow::Stop(Stop::Error(e)),
+            Err(e) => Flow::Stop(Stop::Error(e.to_string())),
         }
     }
 }
