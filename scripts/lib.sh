@@ -50,6 +50,11 @@ ensure_routing_tools() {
     fi
 }
 
+# etcd (issue 13's lease mode): the tests start their own on loopback.
+ensure_etcd() {
+    command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || apt_install etcd-server
+}
+
 # The tests run postgres and pgha as this unprivileged user.
 ensure_postgres_user() {
     if ! id postgres >/dev/null 2>&1 && is_root; then

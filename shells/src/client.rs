@@ -188,6 +188,21 @@ pub fn call_bounded(
     timeout: Duration,
     max_reply: usize,
 ) -> Result<Reply, CallError> {
+    exchange(target, method, path, token, b"", timeout, max_reply)
+}
+
+/// One HTTP/1.0 exchange with a request body (sent as JSON when not empty), bounded as a whole
+/// by `timeout` and the reply by `max_reply` bytes: what [`call_bounded`] and the etcd
+/// gateway client share.
+pub fn exchange(
+    target: &Target,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+    timeout: Duration,
+    max_reply: usize,
+) -> Result<Reply, CallError> {
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
     let connect = |source| CallError::Connect {
@@ -211,11 +226,19 @@ pub fn call_bounded(
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
+    let kind = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{auth}{kind}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
     s.set_timeouts(left().max(Duration::from_millis(1)));
-    let write_err = s.send_all(req.as_bytes()).err();
+    let write_err = s.send_all(&req).err();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let read_err = loop {

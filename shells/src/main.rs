@@ -18,6 +18,7 @@ mod daemon;
 mod demo;
 mod effectors;
 mod error;
+mod etcd;
 mod haproxy;
 mod journal_cli;
 mod lock;
