@@ -43,6 +43,7 @@
 mod config;
 mod node;
 pub mod reason;
+pub mod settings;
 mod types;
 
 pub use config::{
