@@ -308,6 +308,11 @@ pub enum ConfigError {
         key: &'static str,
         value: String,
     },
+    /// A duration that is not a number of seconds from 0 to one year.
+    NotSeconds {
+        key: &'static str,
+        value: String,
+    },
     UnknownKey {
         key: String,
     },
@@ -352,6 +357,10 @@ impl std::fmt::Display for ConfigError {
                 write!(f, "index {index} of peer {name} is used twice")
             }
             ConfigError::DuplicateName { name } => write!(f, "node name {name} is used twice"),
+            ConfigError::NotSeconds { key, value } => write!(
+                f,
+                "{key} = {value}: must be a number of seconds between 0 and one year"
+            ),
             ConfigError::OutOfBounds { key, value } => {
                 let bounds = crate::settings::find(key).map(|s| s.bounds_text());
                 write!(f, "{key} = {value}: {}", bounds.unwrap_or_default())

@@ -145,7 +145,7 @@ impl Setting {
     /// setting's bounds.
     pub fn seconds(&self, secs: f64) -> Result<Value, ConfigError> {
         if !secs.is_finite() || !(0.0..=(YEAR_MS / 1000) as f64).contains(&secs) {
-            return Err(ConfigError::OutOfBounds {
+            return Err(ConfigError::NotSeconds {
                 key: self.key,
                 value: secs.to_string(),
             });
@@ -237,9 +237,7 @@ impl Setting {
     /// What the bounds error says must hold.
     pub(crate) fn bounds_text(&self) -> String {
         match self.field {
-            Field::Ms { .. } if self.min > 0 => {
-                "must be greater than 0 and at most one year".into()
-            }
+            Field::Ms { .. } if self.min > 0 => "must be greater than 0".into(),
             Field::Ms { .. } => "must be a number of seconds between 0 and one year".into(),
             Field::Count { .. } => format!("must be between {} and {}", self.min, self.max),
             Field::Choice { names, .. } => format!("expected {}", choices(names)),

@@ -83,6 +83,7 @@ fn a_value_outside_its_bounds_is_refused_naming_the_key() {
         ("replication.connect_timeout", "0", "must be greater than 0"),
         ("replication.probe_interval", "0", "must be greater than 0"),
         ("replication.grace", "-1", "between 0 and one year"),
+        ("replication.connect_timeout", "-1", "between 0 and one year"),
         ("replication.grace", "31536001", "between 0 and one year"),
         (
             "replication.isolation",
@@ -94,7 +95,7 @@ fn a_value_outside_its_bounds_is_refused_naming_the_key() {
         let mut c = Config::ha_pair("db0", 0, "db1", 1);
         let e = c.set(key, value).unwrap_err();
         assert!(
-            matches!(e, ConfigError::OutOfBounds { key: k, .. } if k == key),
+            matches!(e, ConfigError::OutOfBounds { key: k, .. } | ConfigError::NotSeconds { key: k, .. } if k == key),
             "{key}={value}: {e:?}"
         );
         let text = e.to_string();
