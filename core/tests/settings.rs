@@ -43,7 +43,7 @@ fn every_field_with_a_configuration_key_is_in_the_table_and_round_trips() {
             Field::Ms { .. } => Value::Ms(s.get(&base).ms() + 1_234),
             Field::Count { .. } => Value::Count(7),
             Field::Choice { names, .. } => Value::Name(
-                *names
+                names
                     .iter()
                     .find(|&&n| Value::Name(n) != s.get(&base))
                     .unwrap(),
@@ -83,7 +83,11 @@ fn a_value_outside_its_bounds_is_refused_naming_the_key() {
         ("replication.connect_timeout", "0", "must be greater than 0"),
         ("replication.probe_interval", "0", "must be greater than 0"),
         ("replication.grace", "-1", "between 0 and one year"),
-        ("replication.connect_timeout", "-1", "between 0 and one year"),
+        (
+            "replication.connect_timeout",
+            "-1",
+            "between 0 and one year",
+        ),
         ("replication.grace", "31536001", "between 0 and one year"),
         (
             "replication.isolation",
@@ -148,8 +152,7 @@ fn the_defaults_are_the_seed_releases_and_the_fast_profile_derives_its_give_up()
 
 #[test]
 fn the_configuration_docs_list_every_setting_with_its_type_and_default() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
-    let docs = std::fs::read_to_string(path).unwrap();
+    let docs = include_str!("../../docs/configuration.md");
     for s in SETTINGS {
         let row = format!("| `{}` | {} | {}", s.name(), s.unit_doc(), s.default_doc());
         assert!(
