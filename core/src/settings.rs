@@ -93,6 +93,7 @@ impl Setting {
         self.key.split_once('.').map_or(self.key, |(_, n)| n)
     }
 
+    /// The value `c` has.
     pub fn get(&self, c: &Config) -> Value {
         match self.field {
             Field::Ms { get, .. } => Value::Ms(get(c)),
@@ -128,7 +129,7 @@ impl Setting {
     /// The value as `pgha explain` shows it: `0.5 s`, `3`, `fence`.
     pub fn show(&self, c: &Config) -> String {
         match self.get(c) {
-            Value::Ms(_) => format!("{} s", self.get(c)),
+            v @ Value::Ms(_) => format!("{v} s"),
             v => v.to_string(),
         }
     }
@@ -270,6 +271,20 @@ macro_rules! ms {
     };
 }
 
+/// A two-way choice: the field `$f` of enum `$t`, named by the enum's `name()`.
+macro_rules! choice {
+    ($f:ident, $t:ident, $a:ident, $b:ident) => {
+        Field::Choice {
+            names: &[$t::$a.name(), $t::$b.name()],
+            get: |c| match c.$f {
+                $t::$a => 0,
+                $t::$b => 1,
+            },
+            set: |c, i| c.$f = if i == 0 { $t::$a } else { $t::$b },
+        }
+    };
+}
+
 pub static GRACE: Setting = Setting {
     key: "replication.grace",
     field: ms!(grace_ms),
@@ -332,23 +347,12 @@ pub static TRANSITION_BOUND: Setting = Setting {
 
 pub static SPLIT_BRAIN: Setting = Setting {
     key: "replication.split_brain",
-    field: Field::Choice {
-        names: &[
-            SplitBrainRule::BothStop.name(),
-            SplitBrainRule::OlderTimelineStepsDown.name(),
-        ],
-        get: |c| match c.split_brain {
-            SplitBrainRule::BothStop => 0,
-            SplitBrainRule::OlderTimelineStepsDown => 1,
-        },
-        set: |c, i| {
-            c.split_brain = if i == 0 {
-                SplitBrainRule::BothStop
-            } else {
-                SplitBrainRule::OlderTimelineStepsDown
-            }
-        },
-    },
+    field: choice!(
+        split_brain,
+        SplitBrainRule,
+        BothStop,
+        OlderTimelineStepsDown
+    ),
     min: 0,
     max: 0,
     default: DefaultValue::Fixed(Value::Name(SplitBrainRule::OlderTimelineStepsDown.name())),
@@ -375,20 +379,7 @@ pub static MASTER_GIVE_UP: Setting = Setting {
 
 pub static ISOLATION: Setting = Setting {
     key: "replication.isolation",
-    field: Field::Choice {
-        names: &[Isolation::Fence.name(), Isolation::KeepServing.name()],
-        get: |c| match c.isolation {
-            Isolation::Fence => 0,
-            Isolation::KeepServing => 1,
-        },
-        set: |c, i| {
-            c.isolation = if i == 0 {
-                Isolation::Fence
-            } else {
-                Isolation::KeepServing
-            }
-        },
-    },
+    field: choice!(isolation, Isolation, Fence, KeepServing),
     min: 0,
     max: 0,
     default: DefaultValue::Fixed(Value::Name(Isolation::Fence.name())),
