@@ -33,7 +33,7 @@ pub enum SplitBrainRule {
 }
 
 impl SplitBrainRule {
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             SplitBrainRule::BothStop => "both-stop",
             SplitBrainRule::OlderTimelineStepsDown => "older-timeline-steps-down",
@@ -56,7 +56,7 @@ pub enum Isolation {
 }
 
 impl Isolation {
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Isolation::Fence => "fence",
             Isolation::KeepServing => "keep-serving",
@@ -107,29 +107,38 @@ pub struct Config {
 }
 
 impl Config {
-    /// The seed release's defaults for a node of a two-node HA cluster.
-    pub fn ha_pair(name: &str, index: u32, peer: &str, peer_index: u32) -> Config {
-        Config {
+    /// A node with every setting at its default ([`crate::settings::SETTINGS`]), without a
+    /// VIP, a proxy or hooks.
+    pub fn new(name: &str, index: u32, peers: Vec<PeerConfig>, topology: Topology) -> Config {
+        let mut c = Config {
             name: name.to_string(),
             index,
-            peers: vec![PeerConfig {
-                name: peer.to_string(),
-                index: peer_index,
-            }],
-            topology: Topology::Ha,
-            grace_ms: 15_000,
-            grace_stagger_ms: 5_000,
-            connect_timeout_ms: 5_000,
-            psql_error_count: 3,
-            probe_interval_ms: 1_000,
-            transition_bound_ms: 30_000,
+            peers,
+            topology,
+            grace_ms: 0,
+            grace_stagger_ms: 0,
+            connect_timeout_ms: 0,
+            psql_error_count: 0,
+            probe_interval_ms: 0,
+            transition_bound_ms: 0,
             split_brain: SplitBrainRule::OlderTimelineStepsDown,
-            master_give_up_ms: Config::default_master_give_up_ms(3, 5_000, 1_000),
+            master_give_up_ms: 0,
             isolation: Isolation::Fence,
             vip: false,
             proxy: false,
             hooks: false,
-        }
+        };
+        c.fill_defaults(|_| false);
+        c
+    }
+
+    /// The seed release's defaults for a node of a two-node HA cluster.
+    pub fn ha_pair(name: &str, index: u32, peer: &str, peer_index: u32) -> Config {
+        let peer = PeerConfig {
+            name: peer.to_string(),
+            index: peer_index,
+        };
+        Config::new(name, index, vec![peer], Topology::Ha)
     }
 
     /// The least time from a replica's last answer from its master to its promotion when
@@ -214,19 +223,8 @@ impl Config {
                 });
             }
         }
-        let positive = [
-            ("replication.connect_timeout", self.connect_timeout_ms),
-            ("replication.probe_interval", self.probe_interval_ms),
-        ];
-        for (key, v) in positive {
-            if v == 0 {
-                return Err(ConfigError::Zero { key });
-            }
-        }
-        if self.psql_error_count == 0 || self.psql_error_count > MAX_ERROR_COUNT {
-            return Err(ConfigError::ErrorCount {
-                value: self.psql_error_count,
-            });
+        for setting in crate::settings::SETTINGS {
+            setting.check(setting.get(self))?;
         }
         // The give-up inequality: a master must give up (kill its backends, or fence when
         // isolated) before its replica can promote, and must not give up between two healthy
@@ -269,91 +267,20 @@ impl Config {
         self.probe_interval_ms + self.connect_timeout_ms + stop_bound_ms
     }
 
-    /// The settings `pgha journal replay --set` may change, with their current values.
-    pub const SETTABLE: &'static [&'static str] = &[
-        "replication.grace",
-        "replication.grace_stagger",
-        "replication.connect_timeout",
-        "replication.psql_error_count",
-        "replication.probe_interval",
-        "replication.transition_bound",
-        "replication.split_brain",
-        "replication.master_give_up",
-        "replication.isolation",
-    ];
-
     /// Changes one setting by its configuration key (seconds, fractions allowed, for
     /// durations), for what-if replay. The error names the key or the value.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        let secs = |v: &str| -> Result<u64, ConfigError> {
-            let s: f64 = v.trim().parse().map_err(|_| ConfigError::BadValue {
-                key: key.to_string(),
-                value: v.to_string(),
-            })?;
-            if !s.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&s) {
-                return Err(ConfigError::BadValue {
-                    key: key.to_string(),
-                    value: v.to_string(),
-                });
-            }
-            Ok((s * 1000.0).round() as u64)
-        };
+        let setting = crate::settings::find(key).ok_or_else(|| ConfigError::UnknownKey {
+            key: key.to_string(),
+        })?;
+        let v = setting.parse(value)?;
         // A give-up left at its default follows the timings it derives from.
-        let give_up_default = self.master_give_up_ms
-            == Config::default_master_give_up_ms(
-                self.psql_error_count,
-                self.connect_timeout_ms,
-                self.probe_interval_ms,
-            );
-        match key {
-            "replication.grace" => self.grace_ms = secs(value)?,
-            "replication.grace_stagger" => self.grace_stagger_ms = secs(value)?,
-            "replication.connect_timeout" => self.connect_timeout_ms = secs(value)?,
-            "replication.probe_interval" => self.probe_interval_ms = secs(value)?,
-            "replication.transition_bound" => self.transition_bound_ms = secs(value)?,
-            "replication.master_give_up" => self.master_give_up_ms = secs(value)?,
-            "replication.isolation" => {
-                self.isolation = match value.trim() {
-                    "fence" => Isolation::Fence,
-                    "keep-serving" => Isolation::KeepServing,
-                    _ => {
-                        return Err(ConfigError::BadValue {
-                            key: key.to_string(),
-                            value: value.to_string(),
-                        });
-                    }
-                }
-            }
-            "replication.psql_error_count" => {
-                self.psql_error_count = value.trim().parse().map_err(|_| ConfigError::BadValue {
-                    key: key.to_string(),
-                    value: value.to_string(),
-                })?
-            }
-            "replication.split_brain" => {
-                self.split_brain = match value.trim() {
-                    "both-stop" => SplitBrainRule::BothStop,
-                    "older-timeline-steps-down" => SplitBrainRule::OlderTimelineStepsDown,
-                    _ => {
-                        return Err(ConfigError::BadValue {
-                            key: key.to_string(),
-                            value: value.to_string(),
-                        });
-                    }
-                }
-            }
-            _ => {
-                return Err(ConfigError::UnknownKey {
-                    key: key.to_string(),
-                });
-            }
-        }
-        if give_up_default && key != "replication.master_give_up" {
-            self.master_give_up_ms = Config::default_master_give_up_ms(
-                self.psql_error_count,
-                self.connect_timeout_ms,
-                self.probe_interval_ms,
-            );
+        let give_up = &crate::settings::MASTER_GIVE_UP;
+        let give_up_default = give_up.get(self) == give_up.default_in(self);
+        setting.set(self, v)?;
+        if give_up_default && setting.key != give_up.key {
+            let d = give_up.default_in(self);
+            give_up.set(self, d)?;
         }
         self.validate().map(|_| ())
     }
@@ -376,11 +303,15 @@ pub enum ConfigError {
     DuplicateName {
         name: String,
     },
-    Zero {
+    /// A value outside its setting's bounds (or not one of its choices).
+    OutOfBounds {
         key: &'static str,
+        value: String,
     },
-    ErrorCount {
-        value: u32,
+    /// A duration that is not a number of seconds from 0 to one year.
+    NotSeconds {
+        key: &'static str,
+        value: String,
     },
     UnknownKey {
         key: String,
@@ -426,18 +357,19 @@ impl std::fmt::Display for ConfigError {
                 write!(f, "index {index} of peer {name} is used twice")
             }
             ConfigError::DuplicateName { name } => write!(f, "node name {name} is used twice"),
-            ConfigError::Zero { key } => write!(f, "{key} must be greater than 0"),
-            ConfigError::ErrorCount { value } => {
-                write!(
-                    f,
-                    "replication.psql_error_count = {value}: must be between 1 and {MAX_ERROR_COUNT}"
-                )
+            ConfigError::NotSeconds { key, value } => write!(
+                f,
+                "{key} = {value}: must be a number of seconds between 0 and one year"
+            ),
+            ConfigError::OutOfBounds { key, value } => {
+                let bounds = crate::settings::find(key).map(|s| s.bounds_text());
+                write!(f, "{key} = {value}: {}", bounds.unwrap_or_default())
             }
             ConfigError::UnknownKey { key } => {
                 write!(
                     f,
                     "unknown setting {key}; settable: {}",
-                    Config::SETTABLE.join(", ")
+                    crate::settings::SETTINGS.map(|s| s.key).join(", ")
                 )
             }
             ConfigError::BadValue { key, value } => write!(f, "bad value {value:?} for {key}"),

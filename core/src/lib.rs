@@ -51,6 +51,7 @@
 mod config;
 mod node;
 pub mod reason;
+pub mod settings;
 mod timers;
 mod types;
 

@@ -68,11 +68,10 @@ fn a_give_up_that_could_come_after_the_replica_promotes_is_a_config_error() {
         Err(ConfigError::GiveUpTooSoon { .. })
     ));
     // psql_error_count 1 with fast timings leaves no room at all.
-    let mut c = Config::ha_pair("db0", 0, "db1", 1);
+    let mut c = Config::ha_pair("db0", 0, "db1", 1).fast();
     c.psql_error_count = 1;
-    c.connect_timeout_ms = 500;
-    c.probe_interval_ms = 200;
-    c.master_give_up_ms = Config::default_master_give_up_ms(1, 500, 200);
+    c.master_give_up_ms =
+        Config::default_master_give_up_ms(1, c.connect_timeout_ms, c.probe_interval_ms);
     assert!(c.validate().is_err());
 }
 

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use pgha_core::settings::{self, Setting, Value};
 use pgha_core::{
     Command, CommandId, CommandKind, Config, Event, Input, PeerId, PeerReport, ProbeResult, Reason,
     Role, Standing, StartAs, State, Timeline, Transition,
@@ -610,67 +611,54 @@ pub enum WhyTarget {
     At { node: Option<String>, wall_ms: u64 },
 }
 
-fn secs_setting(ms: u64) -> String {
-    format!("{} s", ms as f64 / 1000.0)
-}
-
-/// A setting's value as the run's configuration had it.
+/// A setting's value as the run's configuration had it (`node.index` is not in the table).
 fn setting(c: &Config, key: &str) -> String {
-    match key {
-        "replication.psql_error_count" => c.psql_error_count.to_string(),
-        "replication.connect_timeout" => secs_setting(c.connect_timeout_ms),
-        "replication.probe_interval" => secs_setting(c.probe_interval_ms),
-        "replication.transition_bound" => secs_setting(c.transition_bound_ms),
-        "replication.grace" => secs_setting(c.grace_ms),
-        "replication.grace_stagger" => secs_setting(c.grace_stagger_ms),
-        "replication.split_brain" => c.split_brain.name().to_string(),
-        "replication.master_give_up" => secs_setting(c.master_give_up_ms),
-        "replication.isolation" => c.isolation.name().to_string(),
-        "index" => c.index.to_string(),
-        _ => "?".into(),
+    match settings::find(key) {
+        Some(s) => s.show(c),
+        None if key == "index" => c.index.to_string(),
+        None => "?".into(),
     }
 }
 
 fn settings_for(reason: &Reason, c: &Config) -> Vec<(String, String)> {
+    use settings::{
+        CONNECT_TIMEOUT, GRACE, GRACE_STAGGER, ISOLATION, MASTER_GIVE_UP, PROBE_INTERVAL,
+        PSQL_ERROR_COUNT, SPLIT_BRAIN, TRANSITION_BOUND,
+    };
     let keys: &[&str] = match reason {
         Reason::MasterUnreachable { .. }
         | Reason::LocalDown { .. }
         | Reason::MasterIsReplica { .. } => &[
-            "replication.psql_error_count",
-            "replication.connect_timeout",
-            "replication.probe_interval",
-            "replication.transition_bound",
+            PSQL_ERROR_COUNT.key,
+            CONNECT_TIMEOUT.key,
+            PROBE_INTERVAL.key,
+            TRANSITION_BOUND.key,
         ],
-        Reason::GraceExpired { .. } | Reason::DataPresent { .. } => &[
-            "replication.grace",
-            "replication.grace_stagger",
-            "index",
-            "replication.probe_interval",
-        ],
+        Reason::GraceExpired { .. } | Reason::DataPresent { .. } => {
+            &[GRACE.key, GRACE_STAGGER.key, "index", PROBE_INTERVAL.key]
+        }
         Reason::SplitBrain { .. } | Reason::PeerOnNewerTimeline { .. } => {
-            &["replication.split_brain", "replication.probe_interval"]
+            &[SPLIT_BRAIN.key, PROBE_INTERVAL.key]
         }
         // The give-up inequality: master_give_up + probe_interval + stop allowance must not
         // exceed psql_error_count x connect_timeout (the replica's takeover bound).
         Reason::Isolated { .. } | Reason::ReplicaLosingSight { .. } => &[
-            "replication.isolation",
-            "replication.master_give_up",
-            "replication.probe_interval",
-            "replication.connect_timeout",
-            "replication.psql_error_count",
+            ISOLATION.key,
+            MASTER_GIVE_UP.key,
+            PROBE_INTERVAL.key,
+            CONNECT_TIMEOUT.key,
+            PSQL_ERROR_COUNT.key,
         ],
         Reason::LocalSilent { .. } => &[
-            "replication.master_give_up",
-            "replication.probe_interval",
-            "replication.connect_timeout",
-            "replication.psql_error_count",
+            MASTER_GIVE_UP.key,
+            PROBE_INTERVAL.key,
+            CONNECT_TIMEOUT.key,
+            PSQL_ERROR_COUNT.key,
         ],
-        Reason::PeerAhead { .. } | Reason::PeerLeading { .. } => &[
-            "replication.grace",
-            "replication.connect_timeout",
-            "replication.probe_interval",
-        ],
-        _ => &["replication.probe_interval"],
+        Reason::PeerAhead { .. } | Reason::PeerLeading { .. } => {
+            &[GRACE.key, CONNECT_TIMEOUT.key, PROBE_INTERVAL.key]
+        }
+        _ => &[PROBE_INTERVAL.key],
     };
     keys.iter()
         .map(|k| (k.to_string(), setting(c, k)))
@@ -951,7 +939,8 @@ fn last_news(steps: &[RecordedStep], peer: PeerId, c: &Config) -> String {
 fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> Vec<String> {
     let c = &run.header.config;
     let mut out = Vec::new();
-    let check = |key: &str, value: String, what: &str, verb: Option<&str>| -> Option<String> {
+    let check = |s: &Setting, value: Value, what: &str, verb: Option<&str>| -> Option<String> {
+        let (key, value) = (s.key, value.to_string());
         let settings = vec![(key.to_string(), value.clone())];
         let r = whatif::what_if(&files[fi], &settings).ok()?;
         let rr = r.runs.iter().find(|x| x.run == run.number)?;
@@ -991,8 +980,8 @@ fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> V
             ));
             let n = (failures.count + 2).min(pgha_core::MAX_ERROR_COUNT);
             out.extend(check(
-                "replication.psql_error_count",
-                n.to_string(),
+                &settings::PSQL_ERROR_COUNT,
+                Value::Count(n),
                 "a longer detection window (more consecutive failures)",
                 None,
             ));
@@ -1000,8 +989,9 @@ fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> V
         Reason::GraceExpired { grace_ms, .. } => {
             out.push("a peer reporting master before grace expired (it was down, unreachable or not master)".into());
             out.extend(check(
-                "replication.grace",
-                format!("{}", grace_ms * 2 / 1000),
+                &settings::GRACE,
+                // Whole seconds.
+                Value::Ms(grace_ms * 2 / 1000 * 1000),
                 "a longer grace",
                 None,
             ));
@@ -1012,8 +1002,8 @@ fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> V
             );
             if c.split_brain == pgha_core::SplitBrainRule::BothStop {
                 out.extend(check(
-                    "replication.split_brain",
-                    "older-timeline-steps-down".into(),
+                    &settings::SPLIT_BRAIN,
+                    Value::Name(pgha_core::SplitBrainRule::OlderTimelineStepsDown.name()),
                     "the safer rule keeps the newer timeline serving",
                     Some("fenced itself"),
                 ));
@@ -1037,8 +1027,8 @@ fn prevention(files: &[JournalFile], fi: usize, run: &Run, tv: &Transition) -> V
                 duration(bound_ms)
             ));
             out.extend(check(
-                "replication.isolation",
-                "keep-serving".into(),
+                &settings::ISOLATION,
+                Value::Name(pgha_core::Isolation::KeepServing.name()),
                 "a master that keeps serving when cut off (the writes it then acknowledges are \
                  lost if the replica promotes)",
                 None,

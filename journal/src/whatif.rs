@@ -687,5 +687,8 @@ fn compare(r: &RunWhatIf, settings: &[(String, String)]) -> Vec<String> {
 
 /// `replication.psql_error_count` -> `psql_error_count`.
 fn short(key: &str) -> &str {
-    key.rsplit('.').next().unwrap_or(key)
+    match pgha_core::settings::find(key) {
+        Some(s) => s.name(),
+        None => key.rsplit('.').next().unwrap_or(key),
+    }
 }

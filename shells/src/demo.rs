@@ -333,12 +333,7 @@ api = "{papi}"
 
 [replication]
 enabled = true
-grace = 3
-grace_stagger = 1
-connect_timeout = 0.5
-psql_error_count = 3
-probe_interval = 0.2
-
+{fast}
 [postgres]
 socket_dir = "{dir}"
 
@@ -355,6 +350,8 @@ path = "{journal}"
         papi = p.api,
         dir = d.dir.display(),
         journal = n.journal.display(),
+        // The core's fast profile (Config::fast).
+        fast = pgha_core::settings::fast_toml(),
     )
 }
 

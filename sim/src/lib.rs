@@ -37,7 +37,7 @@ pub use world::{
     Stats, TraceItem, TraceLine, Violation, World, Write,
 };
 
-use pgha_core::{Isolation, OperatorRequest, SplitBrainRule, Timestamp, Topology};
+use pgha_core::{Config, Isolation, OperatorRequest, SplitBrainRule, Timestamp, Topology};
 
 /// The outcome of one seed.
 #[derive(Debug)]
@@ -106,18 +106,21 @@ fn describe(w: &World, item: &TraceItem) -> String {
 /// How long after the faults end the cluster has to settle on one master: the grace wait
 /// with its stagger, three detection windows, and room for clones and starts.
 pub fn settle_ms(s: &Scenario) -> u64 {
-    let (interval, timeout, grace, stagger) = if s.fast {
-        (200, 500, 3_000, 1_000)
-    } else {
-        (1_000, 5_000, 15_000, 5_000)
-    };
+    let t = timings(s.fast);
     // Twice the transition bound: a replica that is not streaming is re-cloned after it.
     let transition_bound = if s.fast { 10_000 } else { 30_000 };
-    grace
-        + stagger * (s.nodes as u64 - 1)
-        + 3 * (3 * timeout + interval)
+    t.grace_ms
+        + t.grace_stagger_ms * (s.nodes as u64 - 1)
+        + 3 * (3 * t.connect_timeout_ms + t.probe_interval_ms)
         + 2 * transition_bound
         + 30_000
+}
+
+/// The timings of a scenario: the core's defaults (the seed's), or its fast profile
+/// ([`Config::fast`]). The fast transition bound (10 s) is the simulator's own.
+pub fn timings(fast: bool) -> Config {
+    let c = Config::ha_pair("db0", 0, "db1", 1);
+    if fast { c.fast() } else { c }
 }
 
 /// Draws a scenario from a seed.
@@ -131,11 +134,13 @@ pub fn scenario(seed: u64, rng: &mut Rng) -> Scenario {
     } else {
         SplitBrainRule::OlderTimelineStepsDown
     };
-    let (interval, timeout, grace, stagger) = if fast {
-        (200u64, 500u64, 3_000u64, 1_000u64)
-    } else {
-        (1_000, 5_000, 15_000, 5_000)
-    };
+    let t = timings(fast);
+    let (interval, timeout, grace, stagger) = (
+        t.probe_interval_ms,
+        t.connect_timeout_ms,
+        t.grace_ms,
+        t.grace_stagger_ms,
+    );
     let boot = 2 * grace + stagger * nodes as u64 + 10_000;
     let window = if fast { 20_000 } else { 60_000 };
     let detection = 3 * (timeout + interval);

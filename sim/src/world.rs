@@ -2169,11 +2169,13 @@ impl World {
 }
 
 fn node_config(s: &Scenario, i: usize, peer_of: &[usize]) -> Config {
-    let (interval, timeout, grace, stagger) = if s.fast {
-        (200, 500, 3_000, 1_000)
-    } else {
-        (1_000, 5_000, 15_000, 5_000)
-    };
+    let t = crate::timings(s.fast);
+    let (interval, timeout, grace, stagger) = (
+        t.probe_interval_ms,
+        t.connect_timeout_ms,
+        t.grace_ms,
+        t.grace_stagger_ms,
+    );
     Config {
         name: format!("db{i}"),
         index: i as u32,
@@ -2188,11 +2190,11 @@ fn node_config(s: &Scenario, i: usize, peer_of: &[usize]) -> Config {
         grace_ms: grace,
         grace_stagger_ms: stagger,
         connect_timeout_ms: timeout,
-        psql_error_count: 3,
+        psql_error_count: t.psql_error_count,
         probe_interval_ms: interval,
         transition_bound_ms: if s.fast { 10_000 } else { 30_000 },
         split_brain: s.split_brain,
-        master_give_up_ms: Config::default_master_give_up_ms(3, timeout, interval),
+        master_give_up_ms: t.master_give_up_ms,
         isolation: s.isolation,
         vip: s.vip,
         proxy: s.proxy,

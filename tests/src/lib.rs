@@ -37,11 +37,6 @@ pub const EXTRA_END: u16 = 28000;
 pub const PORTS_PER_CLUSTER: u16 = 4;
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
-/// The `fast` profile of the tests and the demo.
-pub const PROBE_INTERVAL: f64 = 0.2;
-pub const CONNECT_TIMEOUT: f64 = 0.5;
-pub const PSQL_ERROR_COUNT: u32 = 3;
-
 /// Where this run's port blocks start: `PGHA_E2E_BLOCK_START` (a block index, default 0), so
 /// two test runs from two checkouts on one machine never hand out the same ports.
 fn start_block() -> u16 {
@@ -430,7 +425,9 @@ impl Cluster {
             s.push_str(&self.peer_block(j, &p.host, p.pg_port, p.api));
         }
         s.push_str(&format!(
-            "[replication]\nenabled = true\ngrace = 3\ngrace_stagger = 1\ntransition_bound = 3\nconnect_timeout = {CONNECT_TIMEOUT}\npsql_error_count = {PSQL_ERROR_COUNT}\nprobe_interval = {PROBE_INTERVAL}\n{}\n\n[postgres]\nsocket_dir = \"{}\"\n{}\n\n[timeouts]\nstart = 30\nstop = 30\nbasebackup = 60\n\n[journal]\npath = \"{}\"\n",
+            "[replication]\nenabled = true\n{}transition_bound = 3\n{}\n\n[postgres]\nsocket_dir = \"{}\"\n{}\n\n[timeouts]\nstart = 30\nstop = 30\nbasebackup = 60\n\n[journal]\npath = \"{}\"\n",
+            // The core's fast profile (Config::fast); the tests' own transition bound.
+            pgha_core::settings::fast_toml(),
             extra.replication,
             if extra.same_port {
                 // One port on every host: one socket directory each.
