@@ -353,7 +353,7 @@ fn run_action<E: Effects>(
 }
 
 /// Milliseconds until `deadline` from `now`, capped so a loop wakes now and then.
-pub fn wait_for(now: Timestamp, deadline: Option<Timestamp>) -> Duration {
+fn wait_for(now: Timestamp, deadline: Option<Timestamp>) -> Duration {
     match deadline {
         Some(d) => Duration::from_millis(d.since(now)),
         None => Duration::from_secs(3600),
@@ -491,38 +491,12 @@ mod tests {
             std::env::temp_dir().join(format!("pgha-driver-{name}-{rt}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let text = format!(
-            r#"
-[node]
-name = "db0"
-index = 0
-data_dir = "{d}/db0"
-host = "127.0.0.1"
-port = 6432
-api = "127.0.0.1:8008"
-
-[[peers]]
-name = "db1"
-host = "127.0.0.1"
-port = 6433
-api = "127.0.0.1:8009"
-
-[replication]
-enabled = true
-grace = 1
-connect_timeout = 1
-probe_interval = 0.1
-
-[hooks]
-on_role_change = "true"
-on_initdb = "true"
-on_start = "true"
-
-[journal]
-path = "{d}/db0.journal"
-"#,
-            d = dir.display()
-        );
+        // The sample pair, quicker, with hooks.
+        let text = crate::config::tests::sample(&dir).replace(
+            "grace = 15\nconnect_timeout = 5",
+            "grace = 1\nconnect_timeout = 1",
+        ) + "\n[hooks]\non_role_change = \"true\"\non_initdb = \"true\"\non_start = \"true\"\n";
+        assert!(text.contains("grace = 1\n"), "the sample changed: {text}");
         let (cfg, _) = crate::config::parse(Path::new("test.toml"), &text).unwrap();
         let cfg = Arc::new(cfg);
         let journal = cfg.journal.clone();
