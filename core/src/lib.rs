@@ -62,7 +62,7 @@ pub use config::{
 /// Older journal codecs' shapes of [`Config`] and [`Node`], for the journal's decoders only.
 #[doc(hidden)]
 pub use node::legacy;
-pub use node::{COMMAND_QUEUE, Node, Output, Step, TRANSITION_QUEUE};
+pub use node::{COMMAND_QUEUE, Node, OperatorAnswer, Output, Step, TRANSITION_QUEUE};
 pub use reason::{AfterStop, Failures, Reason, State, Transition};
 pub use timers::{Timer, TimerTable};
 pub use types::*;

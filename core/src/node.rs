@@ -79,6 +79,35 @@ pub enum Output {
 pub struct Step {
     pub transitions: Vec<Transition>,
     pub commands: Vec<Command>,
+    /// For an operator request, the core's answer to it; `None` for any other input.
+    pub answer: Option<OperatorAnswer>,
+}
+
+/// The core's answer to an operator request: accepted, or refused with the reason the
+/// refusal's transition gives (the state is then unchanged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OperatorAnswer {
+    pub request: OperatorRequest,
+    /// `None`: accepted.
+    pub refusal: Option<Reason>,
+}
+
+impl OperatorAnswer {
+    pub fn accepted(&self) -> bool {
+        self.refusal.is_none()
+    }
+
+    /// The answer of an operator request that produced `transitions`: every request is
+    /// handled by a transition ([`Node::handle`] of [`Event::Operator`]), and a refused one's
+    /// reason is a refusal ([`Reason::is_refusal`]).
+    fn of(request: OperatorRequest, transitions: &[Transition]) -> OperatorAnswer {
+        let refusal = match transitions.iter().find(|t| t.reason.is_refusal()) {
+            Some(t) => Some(t.reason),
+            None if transitions.is_empty() => Some(Reason::OperatorRefused { request }),
+            None => None,
+        };
+        OperatorAnswer { request, refusal }
+    }
 }
 
 /// One pgha node's decisions. See the crate documentation for the drain contract.
@@ -317,6 +346,9 @@ impl Node {
                 Output::Command(c) => step.commands.push(c),
             }
         }
+        if let crate::Input::Event(Event::Operator(request)) = input {
+            step.answer = Some(OperatorAnswer::of(request, &step.transitions));
+        }
         step
     }
 
@@ -508,6 +540,8 @@ impl Node {
                     self.on_peer_report(now, peer, report);
                 }
             }
+            // Journaled for `pgha explain`; no decision depends on a hook.
+            Event::HookDone { .. } => {}
         }
         self.end_input(now);
     }

@@ -260,6 +260,140 @@ pub enum Event {
         peer: PeerId,
         report: Option<PeerReport>,
     },
+    /// A user hook finished: which one, and how it ended. Changes no decision: the core takes
+    /// it so the journal records it (and `pgha explain` shows it). Appended last so journals
+    /// written before it still decode.
+    HookDone { hook: HookRun, outcome: HookOutcome },
+}
+
+/// Which user hook ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HookRun {
+    /// `[hooks] on_role_change`: the action `id`, a [`CommandKind::RunHook`] of
+    /// [`Hook::RoleChange`] to `role`.
+    RoleChange { id: CommandId, role: Role },
+    /// A per-command hook (`[hooks] on_promote`, ...; [`CommandKind::hook_key`]), run after
+    /// the action `id` of `kind` finished.
+    After { id: CommandId, kind: CommandKind },
+}
+
+impl HookRun {
+    /// The hook's key in `[hooks]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            HookRun::RoleChange { .. } => "on_role_change",
+            HookRun::After { kind, .. } => kind.hook_key().unwrap_or("hook"),
+        }
+    }
+
+    /// The command the hook ran for (or as).
+    pub fn command(self) -> CommandId {
+        match self {
+            HookRun::RoleChange { id, .. } | HookRun::After { id, .. } => id,
+        }
+    }
+}
+
+/// How a hook's program ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HookExit {
+    /// It exited with this code (0: success).
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+    /// It still ran at `[hooks] timeout` and was killed.
+    TimedOut,
+    /// It could not be started (or waited for).
+    SpawnFailed,
+}
+
+/// What a hook did: how it ended, how long it took, and the end of what it wrote to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookOutcome {
+    pub exit: HookExit,
+    pub duration_ms: u64,
+    pub stderr: StderrTail,
+}
+
+impl HookOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.exit == HookExit::Code(0)
+    }
+
+    /// The outcome as a command's (the role-change hook is an action).
+    pub fn result(&self) -> Result<(), Failure> {
+        match self.exit {
+            HookExit::Code(0) => Ok(()),
+            HookExit::Code(c) => Err(Failure::Exit(c)),
+            HookExit::Signal(s) => Err(Failure::Signal(s)),
+            HookExit::TimedOut => Err(Failure::Timeout),
+            HookExit::SpawnFailed => Err(Failure::Io),
+        }
+    }
+}
+
+/// The most bytes of a hook's stderr an event keeps: its last ones.
+pub const STDERR_TAIL: usize = 160;
+
+/// The end of a program's stderr, at most [`STDERR_TAIL`] bytes of UTF-8 (cut at a character
+/// boundary, surrounding whitespace trimmed): fixed-size, so an event stays `Copy` and never
+/// allocates. Encoded as a string.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct StderrTail {
+    len: u8,
+    bytes: [u8; STDERR_TAIL],
+}
+
+impl Default for StderrTail {
+    fn default() -> Self {
+        StderrTail {
+            len: 0,
+            bytes: [0; STDERR_TAIL],
+        }
+    }
+}
+
+impl StderrTail {
+    /// The last [`STDERR_TAIL`] bytes of `text`, trimmed.
+    pub fn of(text: &str) -> StderrTail {
+        let text = text.trim();
+        let mut start = text.len().saturating_sub(STDERR_TAIL);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        let tail = text[start..].trim_start().as_bytes();
+        let mut t = StderrTail::default();
+        t.bytes[..tail.len()].copy_from_slice(tail);
+        t.len = tail.len() as u8;
+        t
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for StderrTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for StderrTail {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for StderrTail {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(StderrTail::of(&text))
+    }
 }
 
 /// Where a node's data is: what the election and the split-brain rule compare.
@@ -426,6 +560,23 @@ impl CommandKind {
             self,
             CommandKind::ProbeLocal | CommandKind::ProbePeer(_) | CommandKind::ProbePeerDaemon(_)
         )
+    }
+
+    /// The key in `[hooks]` of the hook run after this action (`on_promote`, ...), if any.
+    pub fn hook_key(self) -> Option<&'static str> {
+        Some(match self {
+            CommandKind::InitDataDir => "on_initdb",
+            CommandKind::StartPostgres(_) => "on_start",
+            CommandKind::StopPostgres(_) => "on_stop",
+            CommandKind::Basebackup { .. } => "on_clone",
+            CommandKind::Promote => "on_promote",
+            CommandKind::Follow { .. } => "on_follow",
+            CommandKind::Fence => "on_fence",
+            CommandKind::Unfence => "on_unfence",
+            CommandKind::AcquireVip => "on_vip_up",
+            CommandKind::ReleaseVip => "on_vip_down",
+            _ => return None,
+        })
     }
 
     pub fn name(self) -> &'static str {

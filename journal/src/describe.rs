@@ -1,7 +1,8 @@
 //! One-line texts for the `reason` column of input and command rows.
 
 use pgha_core::{
-    Command, CommandKind, Config, Event, Input, ProbeResult, ProxyTarget, Standing, StartAs,
+    Command, CommandKind, Config, Event, HookExit, HookOutcome, HookRun, Input, ProbeResult,
+    ProxyTarget, Standing, StartAs,
 };
 
 pub fn probe(r: &ProbeResult) -> String {
@@ -87,6 +88,7 @@ pub fn input(i: &Input, c: &Config) -> String {
                 ),
                 None => format!("{} daemon: no answer", c.peer_name(*peer)),
             },
+            Event::HookDone { hook, outcome } => hook_done(hook, outcome),
         },
     }
 }
@@ -108,4 +110,29 @@ pub fn command(cmd: &Command, c: &Config) -> String {
         k => k.name().to_string(),
     };
     format!("#{} {what}", cmd.id.0)
+}
+
+/// `hook on_promote (after #12 promote): exit 0 in 35 ms`, with `; stderr: ...` when it wrote
+/// to stderr.
+pub fn hook_done(hook: &HookRun, outcome: &HookOutcome) -> String {
+    let of = match *hook {
+        HookRun::RoleChange { id, role } => format!("#{} role {}", id.0, role.name()),
+        HookRun::After { id, kind } => format!("after #{} {}", id.0, kind.name()),
+    };
+    let exit = match outcome.exit {
+        HookExit::Code(c) => format!("exit {c}"),
+        HookExit::Signal(s) => format!("killed by signal {s}"),
+        HookExit::TimedOut => "timed out".to_string(),
+        HookExit::SpawnFailed => "could not start".to_string(),
+    };
+    let mut s = format!(
+        "hook {} ({of}): {exit} in {} ms",
+        hook.key(),
+        outcome.duration_ms
+    );
+    if !outcome.stderr.is_empty() {
+        s.push_str("; stderr: ");
+        s.push_str(&outcome.stderr.as_str().replace(['\n', '\r'], " | "));
+    }
+    s
 }

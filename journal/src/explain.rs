@@ -1,7 +1,8 @@
 //! `pgha explain`: one or more nodes' journals merged into one cluster timeline by wall
 //! clock, rendered as an incident report (or JSON).
 //!
-//! * [`timeline`]: every state change and operator request, each with its reason;
+//! * [`timeline`]: every state change and operator request, each with its reason, and every
+//!   hook's outcome (`[hooks]`: exit, duration, the end of its stderr);
 //! * [`failovers`]: per promotion (or grace-expired self-election), detection, decision,
 //!   promotion and first-answer times and every action with its duration and outcome; and per
 //!   master that stopped on its own for want of news (an isolation stop, a silent local
@@ -155,12 +156,48 @@ pub fn timeline(files: &[JournalFile]) -> Vec<TimelineEntry> {
                 let (step, t) = (&run.steps[si], &run.steps[si].transitions[ti]);
                 out.push(entry(fi, run, step, t.seq, &t.value));
             }
+            out.extend(hook_entries(fi, run));
             if let Some(stop) = &run.stop {
                 out.push(stop_entry(fi, run, stop));
             }
         }
     }
     out.sort_by_key(|e| (e.wall_ms, e.file, e.seq));
+    out
+}
+
+/// Every hook outcome of a run (`[hooks]`), in the state the node was in: code `hook_ok`
+/// or `hook_failed`, the reason says which hook, its exit, duration and stderr's end.
+fn hook_entries(file: usize, run: &Run) -> Vec<TimelineEntry> {
+    let mut state = run.start.as_ref().map_or(State::Init, |n| n.state());
+    let mut out = Vec::new();
+    for step in &run.steps {
+        if let Input::Event(Event::HookDone { hook, outcome }) = &step.input {
+            out.push(TimelineEntry {
+                node: run.header.node.clone(),
+                file,
+                run: run.number,
+                seq: step.seq,
+                wall_ms: step.wall_ms,
+                utc: format_utc(step.wall_ms),
+                mono_ms: step.now.0,
+                from: state.name().into(),
+                to: state.name().into(),
+                role_from: state.role().name().into(),
+                role_to: state.role().name().into(),
+                code: if outcome.succeeded() {
+                    "hook_ok"
+                } else {
+                    "hook_failed"
+                }
+                .into(),
+                reason: describe::hook_done(hook, outcome),
+            });
+        }
+        if let Some(t) = step.transitions.last() {
+            state = t.value.to;
+        }
+    }
     out
 }
 
@@ -1227,4 +1264,112 @@ pub fn failovers_json(files: &[JournalFile]) -> String {
 
 pub fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod hook_tests {
+    use pgha_core::{
+        CommandKind, DataDir, HookExit, HookOutcome, HookRun, LocalFacts, StderrTail, Timestamp,
+    };
+
+    use super::*;
+    use crate::{Header, Recorder};
+
+    #[test]
+    fn the_timeline_shows_each_hooks_exit_duration_and_the_end_of_its_stderr() {
+        let dir = std::env::temp_dir().join(format!("pgha-explain-hooks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db0.journal");
+        let config = Config::ha_pair("db0", 0, "db1", 1);
+        let mut r = Recorder::create(&path, Header::new(config, "")).unwrap();
+        let facts = LocalFacts {
+            data_dir: DataDir::Empty { held_data: false },
+            postgres_running: false,
+            fenced: false,
+        };
+        r.step(Timestamp(0), 1_000, Input::Event(Event::Started(facts)))
+            .unwrap();
+        let long = format!("{}\nlast words: no route to host\n", "x".repeat(400));
+        let hooks = [
+            (
+                HookRun::After {
+                    id: CommandId(7),
+                    kind: CommandKind::Promote,
+                },
+                HookExit::Code(0),
+                35,
+                "",
+            ),
+            (
+                HookRun::RoleChange {
+                    id: CommandId(8),
+                    role: Role::Master,
+                },
+                HookExit::Code(3),
+                1_200,
+                long.as_str(),
+            ),
+            (
+                HookRun::After {
+                    id: CommandId(9),
+                    kind: CommandKind::AcquireVip,
+                },
+                HookExit::TimedOut,
+                30_000,
+                "",
+            ),
+        ];
+        for (i, (hook, exit, duration_ms, stderr)) in hooks.into_iter().enumerate() {
+            let outcome = HookOutcome {
+                exit,
+                duration_ms,
+                stderr: StderrTail::of(stderr),
+            };
+            let input = Input::Event(Event::HookDone { hook, outcome });
+            r.step(Timestamp(10 + i as u64), 2_000 + i as u64, input)
+                .unwrap();
+        }
+        drop(r);
+        let file = JournalFile::read(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let entries: Vec<TimelineEntry> = timeline(std::slice::from_ref(&file))
+            .into_iter()
+            .filter(|e| e.code.starts_with("hook"))
+            .collect();
+        let lines: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|e| (e.code.as_str(), e.reason.as_str()))
+            .collect();
+        let tail = StderrTail::of(&long);
+        assert!(tail.as_str().ends_with("last words: no route to host"));
+        assert_eq!(tail.as_str().len(), pgha_core::STDERR_TAIL);
+        assert_eq!(
+            lines,
+            vec![
+                (
+                    "hook_ok",
+                    "hook on_promote (after #7 promote): exit 0 in 35 ms"
+                ),
+                (
+                    "hook_failed",
+                    format!(
+                        "hook on_role_change (#8 role master): exit 3 in 1200 ms; stderr: {}",
+                        tail.as_str().replace('\n', " | ")
+                    )
+                    .as_str()
+                ),
+                (
+                    "hook_failed",
+                    "hook on_vip_up (after #9 acquire VIP): timed out in 30000 ms"
+                ),
+            ]
+        );
+        assert!(entries.iter().all(|e| !e.role_changed()));
+        let text = render_timeline(std::slice::from_ref(&file));
+        assert!(
+            text.contains("hook on_role_change (#8 role master): exit 3 in 1200 ms; stderr: "),
+            "{text}"
+        );
+    }
 }

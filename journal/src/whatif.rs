@@ -617,6 +617,8 @@ fn translate(alt: &mut Alt, e: Event, kinds: &BTreeMap<CommandId, CommandKind>) 
             }
         }
         Event::Started(_) | Event::Operator(_) => e,
+        // A hook's outcome changes no decision; its ids are the recorded run's.
+        Event::HookDone { .. } => return None,
     })
 }
 

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use pgha_core::{CommandId, Event, Input, OperatorRequest, ProbeResult, Timestamp};
 
 use crate::config::FileConfig;
-use crate::effectors::{ProbeDetail, ProbeTarget, Probed};
+use crate::effectors::{HookContext, ProbeDetail, ProbeTarget, Probed};
 use crate::error::DaemonError;
 use crate::status::view;
 pub use crate::status::{PeerView, Status, TransitionView, render};
@@ -115,7 +115,6 @@ pub struct Daemon {
     status: Arc<Mutex<Status>>,
     local_detail: Option<(Timestamp, ProbeDetail)>,
     peer_detail: Vec<Option<(Timestamp, ProbeDetail)>>,
-    probes: std::collections::BTreeMap<CommandId, ProbeTarget>,
     /// Set once the run's `stop` row is written (or given up on).
     closed: bool,
 }
@@ -145,7 +144,6 @@ impl Daemon {
             status: Arc::new(Mutex::new(status)),
             local_detail: None,
             peer_detail: vec![None; n],
-            probes: Default::default(),
             closed: false,
         })
     }
@@ -179,8 +177,7 @@ impl Daemon {
     }
 
     /// Feeds one input through the journal, logs the transitions, refreshes the status and
-    /// returns what to carry out. Probe commands are remembered so their results can be
-    /// routed back.
+    /// returns what to carry out.
     pub fn step(&mut self, input: Input) -> Result<Step, DaemonError> {
         let now = self.now();
         let step = self.driver.step(now, input)?;
@@ -202,23 +199,36 @@ impl Daemon {
                 );
             }
         }
-        for c in &step.commands {
-            if let Some(target) = ProbeTarget::of(c.kind) {
-                self.probes.insert(c.id, target);
-            } else {
-                log::debug!("command {}: {}", c.id.0, c.kind.name());
-            }
+        for c in step.commands.iter().filter(|c| !c.kind.is_probe()) {
+            log::debug!("command {}: {}", c.id.0, c.kind.name());
         }
         self.refresh(now);
         Ok(step)
     }
 
-    /// Feeds a probe's result back as the event the core expects.
-    pub fn probe_done(&mut self, id: CommandId, probed: Probed) -> Result<Step, DaemonError> {
+    /// The node now, as the environment of the hooks of the commands it just issued.
+    pub fn hook_context(&self) -> HookContext {
+        let node = self.driver.node();
+        HookContext {
+            role: node.role(),
+            state: node.state().name(),
+            timeline: node.local_timeline(),
+            reason: node
+                .last_transition()
+                .map(|t| t.reason.describe(&self.cfg.core).to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Feeds a probe's result (of `target`, the probe command `id`'s) back as the event the
+    /// core expects.
+    pub fn probe_done(
+        &mut self,
+        id: CommandId,
+        target: ProbeTarget,
+        probed: Probed,
+    ) -> Result<Step, DaemonError> {
         let now = self.now();
-        let Some(target) = self.probes.remove(&id) else {
-            return Ok(Step::default());
-        };
         let event = match (target, probed) {
             (ProbeTarget::PeerDaemon(peer), Probed::Daemon(report)) => {
                 Event::PeerDaemon { id, peer, report }

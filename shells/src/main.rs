@@ -16,6 +16,7 @@ mod client;
 mod config;
 mod daemon;
 mod demo;
+mod driver;
 mod effectors;
 mod error;
 mod etcd;
@@ -365,9 +366,7 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         default_hook(info);
     }));
     let status = d.status_handle();
-    let eff = effectors::Effectors::new(cfg.clone())
-        .with_status(status.clone())
-        .with_run(d.run_number());
+    let eff = effectors::Effectors::new(cfg.clone()).with_run(d.run_number());
     // One channel type per runtime; the API and the signal handler only need "send".
     type Start = Box<dyn FnOnce(daemon::Daemon) -> daemon::Stop>;
     let (submit, start): (api::Submit, Start) = match kind {

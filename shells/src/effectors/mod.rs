@@ -7,25 +7,36 @@ pub mod probe;
 pub mod process;
 pub mod routing;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use pgha_core::{CommandId, CommandKind, Failure, Hook, LocalFacts, PeerId, PeerReport};
+use pgha_core::{
+    CommandId, CommandKind, Failure, HookOutcome, HookRun, LocalFacts, PeerId, PeerReport, Role,
+};
 
 use crate::config::FileConfig;
-use crate::daemon::Status;
 pub use probe::ProbeDetail;
 
-type HookJob = (
-    Arc<FileConfig>,
-    &'static str,
-    String,
-    Vec<(&'static str, String)>,
-);
+/// The node as a hook's environment tells it (`PGHA_ROLE`, `PGHA_STATE`, `PGHA_TIMELINE`,
+/// `PGHA_REASON`): as it was when the core issued the command the hook runs for. It travels
+/// with the command, so a hook needs nothing global.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HookContext {
+    pub role: Role,
+    pub state: &'static str,
+    pub timeline: Option<u32>,
+    /// The last transition's reason, on one line.
+    pub reason: String,
+}
 
-/// The worker that runs per-command hooks in order.
-static HOOKS: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<HookJob>>> =
-    std::sync::OnceLock::new();
+/// One hook to run: which, with its command's context and, for a per-command hook, the
+/// command's outcome (`PGHA_OUTCOME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCall {
+    pub hook: HookRun,
+    pub ctx: HookContext,
+    pub outcome: Option<Result<(), Failure>>,
+}
 
 /// What a probe command targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,19 +72,13 @@ pub enum Probed {
 #[derive(Debug, Clone)]
 pub struct Effectors {
     cfg: Arc<FileConfig>,
-    /// The daemon's status (role, timeline, last reason) for the hooks' environment.
-    status: Option<Arc<Mutex<Status>>>,
     /// The journal's run number: with a command's id, it names what a re-clone set aside.
     run: u64,
 }
 
 impl Effectors {
     pub fn new(cfg: Arc<FileConfig>) -> Effectors {
-        Effectors {
-            cfg,
-            status: None,
-            run: 0,
-        }
+        Effectors { cfg, run: 0 }
     }
 
     pub fn with_run(mut self, run: u64) -> Effectors {
@@ -81,96 +86,46 @@ impl Effectors {
         self
     }
 
-    pub fn with_status(mut self, status: Arc<Mutex<Status>>) -> Effectors {
-        self.status = Some(status);
-        self
-    }
-
-    /// PGHA_ROLE, PGHA_TIMELINE, PGHA_REASON (one line) and PGHA_STATE from the status.
-    fn hook_env(&self, role: Option<pgha_core::Role>) -> Vec<(&'static str, String)> {
-        let s = self
-            .status
-            .as_ref()
-            .and_then(|s| s.lock().ok().map(|s| s.clone()));
-        let (srole, state, timeline, reason) = match &s {
-            Some(s) => (
-                s.role.name().to_string(),
-                s.state.name().to_string(),
-                s.timeline.map(|t| t.to_string()).unwrap_or_default(),
-                s.last_transition
-                    .as_ref()
-                    .map(|t| t.described.replace(['\n', '\r'], " "))
-                    .unwrap_or_default(),
+    /// Runs the hook `call` names, if `[hooks]` configures it (`None` when not): the program
+    /// with `PGHA_ROLE`, `PGHA_STATE`, `PGHA_TIMELINE`, `PGHA_REASON` from the call's
+    /// context, `PGHA_COMMAND`, and `PGHA_OUTCOME` after a command. Bounded by
+    /// `[hooks] timeout`; its stderr is logged and its end kept in the outcome.
+    pub fn run_hook(&self, call: &HookCall) -> Option<HookOutcome> {
+        let hooks = &self.cfg.hooks;
+        let (key, cmd, role, command) = match call.hook {
+            HookRun::RoleChange { role, .. } => (
+                "on_role_change",
+                hooks.on_role_change.as_ref()?,
+                role,
+                CommandKind::RunHook(pgha_core::Hook::RoleChange { role }),
             ),
-            None => Default::default(),
+            HookRun::After { kind, .. } => {
+                let key = kind.hook_key()?;
+                let (_, cmd) = hooks.after.iter().find(|(k, _)| *k == key)?;
+                (key, cmd, call.ctx.role, kind)
+            }
         };
-        vec![
+        let ctx = &call.ctx;
+        let mut env = vec![
+            ("PGHA_ROLE", role.name().to_string()),
+            ("PGHA_STATE", ctx.state.to_string()),
             (
-                "PGHA_ROLE",
-                role.map(|r| r.name().to_string()).unwrap_or(srole),
+                "PGHA_TIMELINE",
+                ctx.timeline.map(|t| t.to_string()).unwrap_or_default(),
             ),
-            ("PGHA_STATE", state),
-            ("PGHA_TIMELINE", timeline),
-            ("PGHA_REASON", reason),
-        ]
-    }
-
-    /// The per-command hook key of a command kind (`[hooks] on_promote`, ...).
-    fn hook_key(kind: CommandKind) -> Option<&'static str> {
-        Some(match kind {
-            CommandKind::InitDataDir => "on_initdb",
-            CommandKind::StartPostgres(_) => "on_start",
-            CommandKind::StopPostgres(_) => "on_stop",
-            CommandKind::Basebackup { .. } => "on_clone",
-            CommandKind::Promote => "on_promote",
-            CommandKind::Follow { .. } => "on_follow",
-            CommandKind::Fence => "on_fence",
-            CommandKind::Unfence => "on_unfence",
-            CommandKind::AcquireVip => "on_vip_up",
-            CommandKind::ReleaseVip => "on_vip_down",
-            _ => return None,
-        })
-    }
-
-    /// Queues the `[hooks]` command configured for after `kind`, if any, with the command's
-    /// outcome in PGHA_OUTCOME. The hooks run in order on a worker of their own, so a slow
-    /// hook never delays the next action (a VIP, a promotion); a failure is logged and does
-    /// not change the command's outcome.
-    pub fn after_hook(&self, kind: CommandKind, outcome: &Result<(), Failure>) {
-        let Some(key) = Self::hook_key(kind) else {
-            return;
-        };
-        let Some((_, cmd)) = self.cfg.hooks.after.iter().find(|(k, _)| *k == key) else {
-            return;
-        };
-        let mut env = self.hook_env(None);
-        env.push(("PGHA_COMMAND", kind.name().to_string()));
-        env.push((
-            "PGHA_OUTCOME",
-            match outcome {
-                Ok(()) => "ok".to_string(),
-                Err(f) => format!("{f:?}"),
-            },
-        ));
-        let job: HookJob = (self.cfg.clone(), key, cmd.clone(), env);
-        let sent = HOOKS
-            .get_or_init(|| {
-                let (tx, rx) = std::sync::mpsc::channel::<HookJob>();
-                let _ = std::thread::Builder::new()
-                    .name("pgha-hooks".into())
-                    .spawn(move || {
-                        for (cfg, key, cmd, env) in rx {
-                            let _ = routing::run_hook(&cfg, key, &cmd, &env);
-                        }
-                    });
-                Mutex::new(tx)
-            })
-            .lock()
-            .map(|tx| tx.send(job).is_ok())
-            .unwrap_or(false);
-        if !sent {
-            log::warn!("hook {key}: the hook worker is gone; not run");
+            ("PGHA_REASON", ctx.reason.replace(['\n', '\r'], " ")),
+            ("PGHA_COMMAND", command.name().to_string()),
+        ];
+        if let Some(outcome) = call.outcome {
+            env.push((
+                "PGHA_OUTCOME",
+                match outcome {
+                    Ok(()) => "ok".to_string(),
+                    Err(f) => format!("{f:?}"),
+                },
+            ));
         }
+        Some(routing::run_hook(&self.cfg, key, cmd, &env))
     }
 
     /// The facts the core starts from.
@@ -232,7 +187,7 @@ impl Effectors {
         Duration::from_millis(ms + 5_000)
     }
 
-    /// Carries out one action (any command but a probe); `id` is the command's.
+    /// Carries out one action (any command but a probe or a hook); `id` is the command's.
     pub fn act(&self, id: CommandId, kind: CommandKind) -> Result<(), Failure> {
         let c = &self.cfg;
         match kind {
@@ -250,17 +205,11 @@ impl Effectors {
             CommandKind::RepointProxy(target) => routing::pgbouncer_repoint(c, target),
             CommandKind::PauseProxy => routing::pgbouncer_pause(c),
             CommandKind::ResumeProxy => routing::pgbouncer_resume(c),
-            CommandKind::RunHook(Hook::RoleChange { role }) => match &c.hooks.on_role_change {
-                Some(cmd) => {
-                    let mut env = self.hook_env(Some(role));
-                    env.push(("PGHA_COMMAND", kind.name().to_string()));
-                    routing::run_hook(c, "on_role_change", cmd, &env)
-                }
-                None => Ok(()),
-            },
+            // Probes are not actions; a hook runs through `run_hook`.
             CommandKind::ProbeLocal
             | CommandKind::ProbePeer(_)
-            | CommandKind::ProbePeerDaemon(_) => Err(Failure::Refused),
+            | CommandKind::ProbePeerDaemon(_)
+            | CommandKind::RunHook(_) => Err(Failure::Refused),
         }
     }
 }

@@ -38,15 +38,27 @@ pub struct Output {
 }
 
 /// Runs `cmd` to completion or until `limit`, when it is killed. `what` names it in logs.
-pub fn run(what: &str, mut cmd: Command, limit: Duration) -> Result<Output, Failure> {
+pub fn run(what: &str, cmd: Command, limit: Duration) -> Result<Output, Failure> {
+    run_capturing(what, cmd, limit).0
+}
+
+/// As [`run`], with what the program wrote to stderr (empty when it could not start).
+pub fn run_capturing(
+    what: &str,
+    mut cmd: Command,
+    limit: Duration,
+) -> (Result<Output, Failure>, String) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     log::debug!("{what}: running {cmd:?}");
-    let mut child = cmd.spawn().map_err(|e| {
-        log::error!("{what}: cannot start {:?}: {e}", cmd.get_program());
-        Failure::Io
-    })?;
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{what}: cannot start {:?}: {e}", cmd.get_program());
+            return (Err(Failure::Io), String::new());
+        }
+    };
     let pid = child.id();
     if let Ok(mut v) = RUNNING.lock() {
         v.push(pid);
@@ -104,20 +116,25 @@ pub fn run(what: &str, mut cmd: Command, limit: Duration) -> Result<Output, Fail
             log::debug!("{what}: {line}");
         }
     }
-    let status = status?;
-    if status.success() {
-        Ok(Output { stdout })
-    } else if let Some(sig) = status.signal() {
-        log::warn!("{what}: killed by signal {sig}");
-        Err(Failure::Signal(sig))
-    } else {
-        let code = status.code().unwrap_or(-1);
-        for line in stdout.lines().filter(|l| !l.trim().is_empty()).take(20) {
-            log::info!("{what}: {line}");
-        }
-        log::warn!("{what}: exited with code {code}");
-        Err(Failure::Exit(code))
-    }
+    let result = match status {
+        Err(f) => Err(f),
+        Ok(status) if status.success() => Ok(Output { stdout }),
+        Ok(status) => match status.signal() {
+            Some(sig) => {
+                log::warn!("{what}: killed by signal {sig}");
+                Err(Failure::Signal(sig))
+            }
+            None => {
+                let code = status.code().unwrap_or(-1);
+                for line in stdout.lines().filter(|l| !l.trim().is_empty()).take(20) {
+                    log::info!("{what}: {line}");
+                }
+                log::warn!("{what}: exited with code {code}");
+                Err(Failure::Exit(code))
+            }
+        },
+    };
+    (result, stderr)
 }
 
 fn join_bounded(h: std::thread::JoinHandle<String>) -> String {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pgha_core::{Failure, ProxyTarget};
+use pgha_core::{Failure, HookExit, HookOutcome, ProxyTarget, StderrTail};
 
 use super::probe::{self, SqlFailure};
 use super::process;
@@ -285,12 +285,7 @@ pub fn pgbouncer_repoint(c: &FileConfig, target: ProxyTarget) -> Result<(), Fail
 }
 
 /// Runs a user hook (`sh -c CMD`) with PGHA_* variables, bounded by `hooks.timeout`.
-pub fn run_hook(
-    c: &FileConfig,
-    key: &str,
-    cmd: &str,
-    env: &[(&str, String)],
-) -> Result<(), Failure> {
+pub fn run_hook(c: &FileConfig, key: &str, cmd: &str, env: &[(&str, String)]) -> HookOutcome {
     let mut sh = Command::new("sh");
     sh.arg("-c")
         .arg(cmd)
@@ -299,12 +294,24 @@ pub fn run_hook(
     for (k, v) in env {
         sh.env(k, v);
     }
-    let r = process::run(&format!("hook {key}"), sh, ms(c.hooks.timeout_ms)).map(|_| ());
-    match r {
-        Ok(()) => log::info!("hook {key}: done"),
+    let start = Instant::now();
+    let (r, stderr) = process::run_capturing(&format!("hook {key}"), sh, ms(c.hooks.timeout_ms));
+    let exit = match r {
+        Ok(_) => HookExit::Code(0),
+        Err(Failure::Exit(code)) => HookExit::Code(code),
+        Err(Failure::Signal(sig)) => HookExit::Signal(sig),
+        Err(Failure::Timeout) => HookExit::TimedOut,
+        Err(_) => HookExit::SpawnFailed,
+    };
+    match &r {
+        Ok(_) => log::info!("hook {key}: done"),
         Err(f) => log::warn!("hook {key}: failed: {f:?}"),
     }
-    r
+    HookOutcome {
+        exit,
+        duration_ms: start.elapsed().as_millis() as u64,
+        stderr: StderrTail::of(&stderr),
+    }
 }
 
 #[cfg(test)]

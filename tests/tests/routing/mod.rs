@@ -415,6 +415,23 @@ fn pgbouncer_is_paused_and_repointed_so_a_writing_client_waits_through_a_failove
         c.log(1).contains("a hook writes to stderr"),
         "hook stderr not logged"
     );
+    // Each hook's outcome is journaled: `pgha explain` shows it, with the end of its stderr.
+    let journal = c.nodes[1].journal.display().to_string();
+    wait_for(
+        Duration::from_secs(10),
+        "the on_promote hook in explain",
+        || {
+            let out = c.pgha(&["explain", &journal]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.lines()
+                .any(|l| {
+                    l.contains("hook on_promote (after #")
+                        && l.contains("exit 0 in")
+                        && l.ends_with("stderr: a hook writes to stderr")
+                })
+                .then_some(())
+        },
+    );
     drop(c);
     drop(bouncer);
     let _ = std::fs::remove_dir_all(&dir);
