@@ -3,7 +3,7 @@
 
 use pgha_core::{Command, CommandKind, Event, Failure, Input, StartAs, StopMode, Timestamp};
 
-use crate::postgres::{BranchKind, PgData, PgRole, PgRun, Phase, STOP_MAX_MS};
+use crate::postgres::{BranchKind, PgRole, STOP_MAX_MS};
 use crate::world::World;
 
 /// An action being carried out by a node's shell.
@@ -22,7 +22,7 @@ impl World {
     pub(crate) fn action_duration(&mut self, i: usize, kind: CommandKind) -> u64 {
         match kind {
             // A stopped postmaster's cluster is killed, whatever the mode (see the dispatch).
-            CommandKind::StopPostgres(_) if self.nodes[i].hung => self.rng.range(20, 200),
+            CommandKind::StopPostgres(_) if self.nodes[i].pg.hung => self.rng.range(20, 200),
             CommandKind::InitDataDir => self.rng.range(200, 800),
             CommandKind::StartPostgres(_) => self.rng.range(200, 1500),
             CommandKind::StopPostgres(StopMode::Fast) => self.rng.range(100, STOP_MAX_MS),
@@ -57,46 +57,28 @@ impl World {
         };
         // Effects and checks at the start of an action.
         match cmd.kind {
-            CommandKind::Basebackup { .. } if self.nodes[i].pg.is_some() => {
+            CommandKind::Basebackup { .. } if self.nodes[i].pg.run.is_some() => {
                 self.violation(format!(
                     "node {i}: basebackup started while its postgres runs"
                 ));
             }
-            CommandKind::InitDataDir if self.nodes[i].held_data => {
+            CommandKind::InitDataDir if self.nodes[i].pg.held_data => {
                 self.violation(format!("node {i}: initdb on a node that held data"));
             }
-            CommandKind::StartPostgres(as_)
-                if self.nodes[i].pg.is_none()
-                    && self.nodes[i].data.is_some()
-                    && inject.is_none() =>
-            {
+            CommandKind::StartPostgres(as_) if inject.is_none() => {
                 let role = match as_ {
                     StartAs::Master => PgRole::Master,
                     StartAs::Replica { upstream } => PgRole::Replica {
                         upstream: self.nodes[i].peer_of[upstream.index()],
                     },
                 };
-                self.nodes[i].pg = Some(PgRun {
-                    role,
-                    phase: Phase::StartingUp,
-                });
-                if role == PgRole::Master {
+                if self.nodes[i].pg.begin_start(role) && role == PgRole::Master {
                     self.nodes[i].master_since = self.now;
                 }
             }
-            CommandKind::StopPostgres(_) => {
-                if self.nodes[i].hung {
-                    if self.nodes[i].pg.is_some() {
-                        // The shell kills every process of a stopped postmaster's cluster,
-                        // the postmaster too (SIGKILL reaches a stopped process), for a fast
-                        // stop as well: the postmaster could never act on it. The backends
-                        // die within the stop's time; the stop then succeeds.
-                        self.nodes[i].kill_backends_at = Some(self.now.plus(dur));
-                    }
-                } else if let Some(run) = self.nodes[i].pg.as_mut() {
-                    run.phase = Phase::ShuttingDown;
-                }
-            }
+            // The backends of a stopped postmaster die within the stop's time; the stop then
+            // succeeds.
+            CommandKind::StopPostgres(_) => self.nodes[i].pg.begin_stop(self.now.plus(dur)),
             _ => {}
         }
         let daemon = self.nodes[i].daemon;
@@ -133,60 +115,30 @@ impl World {
         let kind = run.cmd.kind;
         if let Some(f) = run.inject {
             // A failed start leaves nothing running; a failed stop leaves it running.
-            if let CommandKind::StopPostgres(_) = kind
-                && let Some(r) = self.nodes[i].pg.as_mut()
-            {
-                r.phase = Phase::Up;
+            if let CommandKind::StopPostgres(_) = kind {
+                self.nodes[i].pg.stop_failed();
             }
             return Err(f);
         }
-        let n = self.nodes.len();
         match kind {
             CommandKind::InitDataDir => {
-                if self.nodes[i].data.is_some() {
+                if self.nodes[i].pg.data.is_some() {
                     return Err(Failure::Refused);
                 }
                 let branch = self.new_branch(i, BranchKind::Initdb);
-                self.nodes[i].data = Some(PgData {
-                    timeline: 1,
-                    lsn: 100,
-                    branch,
-                    ancestry: Vec::new(),
-                    was_master: false,
-                });
-                self.nodes[i].held_data = true;
+                self.nodes[i].pg.initdb(branch);
                 Ok(())
             }
-            CommandKind::StartPostgres(as_) => {
-                let node = &mut self.nodes[i];
-                match node.pg {
-                    Some(PgRun {
-                        phase: Phase::StartingUp,
-                        role,
-                    }) if node.data.is_some() => {
-                        node.pg = Some(PgRun {
-                            role,
-                            phase: Phase::Up,
-                        });
-                        if let Some(d) = node.data.as_mut() {
-                            d.was_master = role == PgRole::Master;
-                        }
-                        let _ = as_;
-                        self.reset_wal(i);
-                        Ok(())
-                    }
-                    _ => Err(Failure::Exit(1)),
-                }
-            }
+            CommandKind::StartPostgres(_) => self.nodes[i].pg.finish_start(),
             CommandKind::StopPostgres(mode) => {
-                if self.nodes[i].hung {
+                if self.nodes[i].pg.hung {
                     // Killed (see the dispatch): gone, with its sessions.
                     self.stop_pg(i);
                     return Ok(());
                 }
-                if mode == StopMode::Fast && self.nodes[i].pg.is_some() {
+                if mode == StopMode::Fast && self.nodes[i].pg.run.is_some() {
                     // A clean shutdown waits for its walsenders to ship everything.
-                    self.reset_wal(i);
+                    self.nodes[i].pg.reset_wal();
                     self.stream_to_replicas(i);
                 }
                 self.stop_pg(i);
@@ -194,43 +146,23 @@ impl World {
             }
             CommandKind::Basebackup { from } => {
                 let src = self.nodes[i].peer_of[from.index()];
-                let ok = !self.cut(i, src)
-                    && !self.nodes[src].hung
-                    && matches!(
-                        self.nodes[src].pg,
-                        Some(PgRun {
-                            role: PgRole::Master,
-                            phase: Phase::Up
-                        })
-                    );
-                if !ok || self.nodes[i].pg.is_some() {
+                let ok = !self.cut(i, src) && self.nodes[src].pg.up_master();
+                if !ok || self.nodes[i].pg.run.is_some() {
                     return Err(Failure::Exit(1));
                 }
-                let mut copy = self.nodes[src].data.clone().ok_or(Failure::Exit(1))?;
-                copy.was_master = false;
+                let copy = self.nodes[src].pg.data.clone().ok_or(Failure::Exit(1))?;
                 // The replaced data is set aside (`keep_discarded`).
                 let forced = std::mem::take(&mut self.nodes[i].forced);
-                if let Some(old) = self.nodes[i].data.replace(copy) {
+                if let Some(old) = self.nodes[i].pg.replace_data(copy) {
                     self.set_aside.push((old, forced));
                 }
-                self.reset_wal(i);
-                self.nodes[i].held_data = true;
                 self.nodes[i].followed_timeline = 0;
                 Ok(())
             }
             CommandKind::Promote => self.promote_pg(i, self.nodes[i].promote_automatic),
             CommandKind::Follow { upstream } => {
                 let u = self.nodes[i].peer_of[upstream.index()];
-                match self.nodes[i].pg.as_mut() {
-                    Some(PgRun {
-                        role: PgRole::Replica { upstream },
-                        ..
-                    }) => {
-                        *upstream = u;
-                        Ok(())
-                    }
-                    _ => Err(Failure::Exit(1)),
-                }
+                self.nodes[i].pg.follow(u)
             }
             CommandKind::AcquireVip => {
                 self.vip_seq += 1;
@@ -250,10 +182,7 @@ impl World {
                 self.nodes[i].fence_marker = false;
                 Ok(())
             }
-            _ => {
-                let _ = n;
-                Ok(())
-            }
+            _ => Ok(()),
         }
     }
 }

@@ -32,13 +32,13 @@ impl World {
         for i in 0..self.nodes.len() {
             let n = &mut self.nodes[i];
             let master_up = matches!(
-                n.pg,
+                n.pg.run,
                 Some(PgRun {
                     role: PgRole::Master,
                     phase: Phase::Up
                 })
             );
-            if !master_up || n.backends_killed {
+            if !master_up || n.pg.backends_killed {
                 n.sessions = false;
             }
             if n.vip && vip.is_none_or(|v| self.nodes[v].vip_seq < self.nodes[i].vip_seq) {
@@ -47,7 +47,7 @@ impl World {
         }
         if let Some(v) = vip {
             let n = &self.nodes[v];
-            if !n.exhausted && !n.backends_killed && self.master_up(v) {
+            if !n.pg.exhausted && !n.pg.backends_killed && self.master_up(v) {
                 self.nodes[v].sessions = true;
             }
         }

@@ -210,23 +210,23 @@ impl World {
             Fault::Hang(i) => {
                 let now = self.now;
                 let node = &mut self.nodes[i];
-                if node.pg.is_some() {
-                    if !node.hung {
+                if node.pg.run.is_some() {
+                    if !node.pg.hung {
                         node.hung_at = Some(now);
                     }
-                    node.hung = true;
-                    node.frozen = true;
+                    node.pg.hung = true;
+                    node.pg.frozen = true;
                 }
             }
             Fault::Resume(i) => {
                 let now = self.now;
                 let node = &mut self.nodes[i];
-                if node.hung {
+                if node.pg.hung {
                     node.resumed_at = Some(now);
                 }
-                node.hung = false;
-                node.frozen = false;
-                if std::mem::take(&mut node.stop_signalled) {
+                node.pg.hung = false;
+                node.pg.frozen = false;
+                if std::mem::take(&mut node.pg.stop_signalled) {
                     // The signal pg_ctl sent is delivered now: the server stops, and a pg_ctl
                     // still waiting sees it go.
                     self.stop_pg(i);
@@ -259,8 +259,8 @@ impl World {
                 self.one_way
                     .retain(|&(x, y)| (x, y) != (a, b) && (x, y) != (b, a));
             }
-            Fault::Exhaust(i) => self.nodes[i].exhausted = true,
-            Fault::Release(i) => self.nodes[i].exhausted = false,
+            Fault::Exhaust(i) => self.nodes[i].pg.exhausted = true,
+            Fault::Release(i) => self.nodes[i].pg.exhausted = false,
             Fault::LossOn(p) => self.loss = Some(p),
             Fault::LossOff => self.loss = None,
             Fault::Operator(i, req) => {
@@ -282,8 +282,8 @@ impl World {
                 let _ = self.promote_pg(i, false);
             }
             Fault::HangPostmaster(i) => {
-                if self.nodes[i].pg.is_some() && !self.nodes[i].hung {
-                    self.nodes[i].hung = true;
+                if self.nodes[i].pg.run.is_some() && !self.nodes[i].pg.hung {
+                    self.nodes[i].pg.hung = true;
                     self.nodes[i].hung_at = Some(self.now);
                 }
             }
@@ -321,10 +321,10 @@ impl World {
         }
         self.apply_fault(Fault::LossOff);
         for i in 0..self.nodes.len() {
-            if self.nodes[i].hung {
+            if self.nodes[i].pg.hung {
                 self.apply_fault(Fault::Resume(i));
             }
-            if self.nodes[i].exhausted {
+            if self.nodes[i].pg.exhausted {
                 self.apply_fault(Fault::Release(i));
             }
             if self.nodes[i].daemon_down {

@@ -4,7 +4,7 @@
 use pgha_core::{Isolation, PeerId, Reason, SplitBrainRule, StartAs, State, Timestamp, Transition};
 
 use crate::network::DELAY_MAX_MS;
-use crate::postgres::{Branch, BranchKind, PgRole, PgRun, Phase, STOP_MAX_MS, holds};
+use crate::postgres::{Branch, BranchKind, Phase, STOP_MAX_MS, holds};
 use crate::world::{MAX_NODES, World};
 
 /// Why a write was acknowledged on a branch after another node promoted off it (a write
@@ -174,7 +174,7 @@ impl World {
             local_timeline: Some(l),
             ..
         } = t.reason
-            && let Some(d) = &self.nodes[i].data
+            && let Some(d) = &self.nodes[i].pg.data
             && d.timeline != l
         {
             let truth = d.timeline;
@@ -259,7 +259,7 @@ impl World {
             let watched = h.max(node.daemon_started);
             let killed_by = watched
                 .plus(cfg.master_give_up_ms + cfg.probe_interval_ms + cfg.stop_allowance_ms());
-            let hung_then = node.hung || node.resumed_at.is_some_and(|r| r >= at);
+            let hung_then = node.pg.hung || node.resumed_at.is_some_and(|r| r >= at);
             if hung_then && killed_by <= at {
                 return verdict(Stale::Hung);
             }
@@ -333,7 +333,7 @@ impl World {
     /// sight left behind. Anything else missing is a violation: counted as "offline" when a
     /// data dir or a set-aside copy still holds it, "gone" otherwise.
     pub fn check_writes(&mut self, m: usize) {
-        let Some(fin) = self.nodes[m].data.clone() else {
+        let Some(fin) = self.nodes[m].pg.data.clone() else {
             return;
         };
         let mut chain = fin.ancestry.clone();
@@ -429,7 +429,7 @@ impl World {
                     let held = self
                         .nodes
                         .iter()
-                        .filter_map(|n| n.data.as_ref())
+                        .filter_map(|n| n.pg.data.as_ref())
                         .chain(self.set_aside.iter().map(|(d, _)| d))
                         .any(|d| holds(d, w.branch, first));
                     if held {
@@ -455,14 +455,7 @@ impl World {
     }
 
     pub(crate) fn master_up(&self, i: usize) -> bool {
-        !self.nodes[i].hung
-            && matches!(
-                self.nodes[i].pg,
-                Some(PgRun {
-                    role: PgRole::Master,
-                    phase: Phase::Up
-                })
-            )
+        self.nodes[i].pg.up_master()
     }
 
     pub(crate) fn check_invariants(&mut self) {
@@ -472,13 +465,14 @@ impl World {
             self.lossy_at = Some(now);
         }
         for i in 0..n {
-            if self.nodes[i].exhausted {
+            if self.nodes[i].pg.exhausted {
                 self.full_at[i] = Some(now);
             }
             if self.nodes[i].daemon_down && !self.master_up(i) {
                 self.gone_at[i] = Some(now);
             }
-            let up = !self.nodes[i].hung && self.nodes[i].pg.is_some_and(|r| r.phase == Phase::Up);
+            let up = !self.nodes[i].pg.hung
+                && self.nodes[i].pg.run.is_some_and(|r| r.phase == Phase::Up);
             self.local_up_since[i] = if up {
                 self.local_up_since[i].or(Some(now))
             } else {
@@ -487,7 +481,7 @@ impl World {
             // Timelines only grow: a node never runs as master on a timeline older than one it
             // has followed since its last clone.
             if self.master_up(i)
-                && let Some(d) = &self.nodes[i].data
+                && let Some(d) = &self.nodes[i].pg.data
                 && d.timeline < self.nodes[i].followed_timeline
                 && self.nodes[i]
                     .core
@@ -527,7 +521,11 @@ impl World {
                     !self.nodes[j].daemon_down && reach,
                 );
                 self.cut_since[i][j] = since(self.cut_since[i][j], row[j]);
-                if row[j] || cut[j][i] || loss || self.nodes[i].exhausted || self.nodes[j].exhausted
+                if row[j]
+                    || cut[j][i]
+                    || loss
+                    || self.nodes[i].pg.exhausted
+                    || self.nodes[j].pg.exhausted
                 {
                     self.murky_at[i][j] = Some(now);
                 }
@@ -539,8 +537,8 @@ impl World {
                 // of sight for the split-brain check (docs/simulator.md).
                 let see = !self.link_down(a, b)
                     && self.loss.is_none()
-                    && !self.nodes[a].exhausted
-                    && !self.nodes[b].exhausted;
+                    && !self.nodes[a].pg.exhausted
+                    && !self.nodes[b].pg.exhausted;
                 let acting =
                     |w: &World, x: usize| w.nodes[x].core.as_ref().is_some_and(|c| !c.paused());
                 let both = see

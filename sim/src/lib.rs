@@ -40,7 +40,9 @@ mod world;
 pub use clients::Write;
 pub use faults::{Fault, scenario};
 pub use invariants::{Stale, Violation};
-pub use postgres::{Branch, BranchKind, PgData, PgRole, Phase, REPLICATION_LAG_MS};
+pub use postgres::{
+    Branch, BranchKind, PgData, PgRole, PgRun, Phase, Postgres, REPLICATION_LAG_MS,
+};
 pub use rng::Rng;
 pub use world::{NodeRun, Scenario, Stats, TraceItem, TraceLine, World};
 
@@ -213,10 +215,10 @@ pub fn run_scenario(seed: u64, sc: Scenario, rng: Rng, record: bool) -> Outcome 
                 if i == m {
                     continue;
                 }
-                let following = match (w.state_of(i), w.nodes[i].pg) {
+                let following = match (w.state_of(i), w.nodes[i].pg.run) {
                     (Some(pgha_core::State::Replica { upstream }), Some(run)) => {
                         // Streaming, not merely configured: its data is on the master's history.
-                        let same_history = match (&w.nodes[i].data, &w.nodes[m].data) {
+                        let same_history = match (&w.nodes[i].pg.data, &w.nodes[m].pg.data) {
                             (Some(r), Some(md)) => r.branch == md.branch,
                             _ => false,
                         };

@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 
 use pgha_core::{
-    Command, CommandKind, Config, DataDir, Event, Input, Isolation, LocalFacts, Lsn, Node,
-    PeerConfig, PeerId, ProbeResult, SplitBrainRule, State, Timestamp, Topology, Transition,
+    Command, CommandKind, Config, Event, Input, Isolation, LocalFacts, Node, PeerConfig, PeerId,
+    ProbeResult, SplitBrainRule, State, Timestamp, Topology, Transition,
 };
 
 use crate::actions::Running;
@@ -14,7 +14,7 @@ use crate::clients::Write;
 use crate::faults::Fault;
 use crate::invariants::{Stale, Violation};
 use crate::network::{DELAY_MAX_MS, Delivery, Parked};
-use crate::postgres::{Branch, BranchKind, PgData, PgRun};
+use crate::postgres::{Branch, BranchKind, PgData, Postgres};
 use crate::rng::Rng;
 
 /// The most nodes a scenario has.
@@ -29,21 +29,9 @@ pub struct SimNode {
     pub core: Option<Node>,
     /// Bumped on each daemon start; results for an older daemon are dropped.
     pub daemon: u32,
-    pub data: Option<PgData>,
-    pub held_data: bool,
+    /// Its postgres server and data directory.
+    pub pg: Postgres,
     pub fence_marker: bool,
-    pub pg: Option<PgRun>,
-    /// The postmaster is stopped (SIGSTOP): no new connection, no answer, a `pg_ctl stop`
-    /// takes effect when it resumes.
-    pub hung: bool,
-    /// Every process of the server is stopped too (its backends and walsenders): nothing is
-    /// written or shipped. Without it a hung postmaster's backends keep serving the client
-    /// sessions they already have, and its walsenders keep streaming.
-    pub frozen: bool,
-    /// An immediate stop killed the backends of the hung postmaster (the shell kills every
-    /// process of the cluster): nothing is written or shipped until it runs again.
-    pub backends_killed: bool,
-    pub(crate) kill_backends_at: Option<Timestamp>,
     /// When its postgres last became a master (started as one, or promoted).
     pub(crate) master_since: Timestamp,
     /// When the postmaster last hung, and last resumed.
@@ -53,9 +41,6 @@ pub struct SimNode {
     pub sessions: bool,
     /// When this node last acquired the VIP (a counter): new sessions go to the latest.
     pub(crate) vip_seq: u64,
-    /// What its walsenders shipped: all up to `shipped`, not yet the positions in `unshipped`.
-    pub(crate) shipped: u64,
-    pub(crate) unshipped: VecDeque<(Timestamp, u64)>,
     /// When the current daemon started.
     pub(crate) daemon_started: Timestamp,
     /// When an operator last resumed its paused daemon.
@@ -69,12 +54,6 @@ pub struct SimNode {
     /// The simulated operator ran `recover --force` on it: the next re-clone's discarded data
     /// is the operator's choice.
     pub(crate) forced: bool,
-    /// Client sessions fill every connection slot: a probe of the running server gets
-    /// "too many clients" (it is alive). Commands are unaffected: the shell promotes and
-    /// reloads with `pg_ctl` when SQL cannot connect, and basebackups use walsender slots.
-    pub exhausted: bool,
-    /// pg_ctl stop signalled a stopped (hung) postmaster: it stops as soon as it resumes.
-    pub(crate) stop_signalled: bool,
     pub vip: bool,
     pub(crate) queue: VecDeque<Command>,
     pub(crate) current: Option<Running>,
@@ -257,29 +236,19 @@ impl World {
                 config,
                 core: None,
                 daemon: 0,
-                data: None,
-                held_data: false,
+                pg: Postgres::default(),
                 fence_marker: false,
-                pg: None,
-                hung: false,
-                frozen: false,
-                backends_killed: false,
-                kill_backends_at: None,
                 master_since: Timestamp::ZERO,
                 hung_at: None,
                 resumed_at: None,
                 sessions: false,
                 vip_seq: 0,
-                shipped: 0,
-                unshipped: VecDeque::new(),
                 daemon_started: Timestamp::ZERO,
                 resumed_pause_at: None,
                 lead_in_sight: 0,
                 promote_automatic: false,
                 timeline_rule_fenced: false,
                 forced: false,
-                exhausted: false,
-                stop_signalled: false,
                 vip: false,
                 queue: VecDeque::new(),
                 current: None,
@@ -300,14 +269,14 @@ impl World {
         let branches = vec![origin, origin];
         if scenario.restart_with_data {
             for (i, node) in nodes.iter_mut().enumerate() {
-                node.data = Some(PgData {
+                node.pg.data = Some(PgData {
                     timeline: 1,
                     lsn: if i == 0 { 1000 } else { 900 },
                     branch: 1,
                     ancestry: Vec::new(),
                     was_master: i == 0,
                 });
-                node.held_data = true;
+                node.pg.held_data = true;
             }
             next_branch = 2;
         }
@@ -371,17 +340,8 @@ impl World {
     pub(crate) fn facts(&self, i: usize) -> LocalFacts {
         let n = &self.nodes[i];
         LocalFacts {
-            data_dir: match &n.data {
-                None => DataDir::Empty {
-                    held_data: n.held_data,
-                },
-                Some(d) => DataDir::Present {
-                    timeline: d.timeline,
-                    lsn: Lsn(d.lsn),
-                    was_master: d.was_master,
-                },
-            },
-            postgres_running: n.pg.is_some(),
+            data_dir: n.pg.data_dir(),
+            postgres_running: n.pg.run.is_some(),
             fenced: n.fence_marker,
         }
     }
@@ -445,7 +405,7 @@ impl World {
 
     pub(crate) fn dispatch(&mut self, i: usize, cmd: Command) {
         match cmd.kind {
-            CommandKind::ProbeLocal if self.nodes[i].hung && self.nodes[i].pg.is_some() => {
+            CommandKind::ProbeLocal if self.nodes[i].pg.hung && self.nodes[i].pg.run.is_some() => {
                 self.park(i, cmd.id, None, i);
             }
             CommandKind::ProbeLocal => {
@@ -461,7 +421,7 @@ impl World {
                 if self.dropped(i, target) {
                     return; // never answers: the core times it out
                 }
-                if self.nodes[target].hung && self.nodes[target].pg.is_some() {
+                if self.nodes[target].pg.hung && self.nodes[target].pg.run.is_some() {
                     self.park(i, cmd.id, Some(p), target);
                     return;
                 }
@@ -516,7 +476,7 @@ impl World {
             consider(t);
         }
         for n in &self.nodes {
-            if let Some(t) = n.kill_backends_at {
+            if let Some(t) = n.pg.kill_backends_at {
                 consider(t);
             }
         }
@@ -563,11 +523,11 @@ impl World {
             self.apply_fault(f);
         }
         for i in 0..self.nodes.len() {
-            if self.nodes[i].kill_backends_at.is_some_and(|t| t <= now) {
+            if self.nodes[i].pg.kill_backends_at.is_some_and(|t| t <= now) {
                 let node = &mut self.nodes[i];
-                node.kill_backends_at = None;
-                if node.pg.is_some() {
-                    node.backends_killed = true;
+                node.pg.kill_backends_at = None;
+                if node.pg.run.is_some() {
+                    node.pg.backends_killed = true;
                     node.sessions = false;
                     self.log(TraceItem::Note(i, "backends killed"));
                 }
