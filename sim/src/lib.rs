@@ -35,6 +35,7 @@ mod invariants;
 mod network;
 mod postgres;
 mod rng;
+mod script;
 mod world;
 
 pub use clients::Write;
