@@ -956,3 +956,96 @@ fn compare(r: &RunWhatIf, settings: &[(String, String)]) -> Vec<String> {
 fn short(key: &str) -> &str {
     key.rsplit('.').next().unwrap_or(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use pgha_core::{Lsn, PeerId, StopMode};
+
+    use super::*;
+
+    fn replica_seen() -> Local {
+        let mut l = Local::new(&Config::ha_pair("db1", 1, "db0", 0));
+        let r = ProbeResult::Replica {
+            timeline: 1,
+            replay_lsn: Lsn(500),
+            upstream: Some(PeerId(0)),
+        };
+        assert_eq!(l.answer(r), Some(r), "the recorded answer applies");
+        l
+    }
+
+    #[test]
+    fn the_alternates_own_postgres_promotes_from_the_replica_the_recording_last_showed() {
+        let mut l = replica_seen();
+        l.diverge();
+        assert_eq!(l.finish(CommandKind::Promote, None), Ok(()));
+        assert_eq!(
+            l.probe(),
+            Some(ProbeResult::Master {
+                timeline: 2,
+                lsn: Lsn(500)
+            })
+        );
+    }
+
+    #[test]
+    fn a_promotion_of_a_stopped_postgres_fails_and_a_clone_copies_the_masters_last_answer() {
+        let mut l = replica_seen();
+        assert_eq!(l.answer(ProbeResult::Refused), Some(ProbeResult::Refused));
+        l.diverge();
+        assert_eq!(
+            l.finish(CommandKind::Promote, None),
+            Err(Failure::Exit(1)),
+            "nothing runs"
+        );
+        // The peer last answered as a master on timeline 3: the copy is on it, and a
+        // replica started on it streams what the master last answered.
+        l.peers[0] = Some(ProbeResult::Master {
+            timeline: 3,
+            lsn: Lsn(900),
+        });
+        let clone = CommandKind::Basebackup { from: PeerId(0) };
+        assert_eq!(l.finish(clone, None), Ok(()));
+        let start = CommandKind::StartPostgres(StartAs::Replica {
+            upstream: PeerId(0),
+        });
+        l.begin(start, Timestamp(10));
+        assert_eq!(l.probe(), Some(ProbeResult::StartingUp));
+        assert_eq!(l.finish(start, None), Ok(()));
+        l.peers[0] = Some(ProbeResult::Master {
+            timeline: 3,
+            lsn: Lsn(950),
+        });
+        assert_eq!(
+            l.probe(),
+            Some(ProbeResult::Replica {
+                timeline: 3,
+                replay_lsn: Lsn(950),
+                upstream: Some(PeerId(0))
+            })
+        );
+        // A stop of it, then a failed start: nothing runs.
+        let stop = CommandKind::StopPostgres(StopMode::Fast);
+        l.begin(stop, Timestamp(20));
+        assert_eq!(l.probe(), Some(ProbeResult::ShuttingDown));
+        assert_eq!(l.finish(stop, None), Ok(()));
+        l.begin(start, Timestamp(30));
+        assert_eq!(
+            l.finish(start, Some(Failure::Exit(1))),
+            Err(Failure::Exit(1))
+        );
+        assert_eq!(l.probe(), Some(ProbeResult::Refused));
+    }
+
+    #[test]
+    fn a_hung_local_postgres_does_not_answer_once_it_is_the_alternates_own() {
+        let mut l = replica_seen();
+        assert_eq!(l.answer(ProbeResult::Timeout), Some(ProbeResult::Timeout));
+        l.diverge();
+        assert_eq!(l.probe(), None);
+        let stop = CommandKind::StopPostgres(StopMode::Immediate);
+        l.begin(stop, Timestamp(10));
+        assert_eq!(l.finish(stop, None), Ok(()));
+        assert_eq!(l.probe(), Some(ProbeResult::Refused));
+    }
+}
