@@ -1,5 +1,6 @@
 //! Journal benchmark (not a timed test): durable appends per second, replayed inputs and
-//! transitions per second, and journal bytes per day at default settings.
+//! transitions per second, and journal bytes per day at default settings. The journals are
+//! the simulator's scripted HA pair (`World::ha_pair`) recorded as the tests record them.
 //!
 //! `cargo bench -p pgha-journal --bench journal` (figures in docs/benchmarks.md).
 //! `PGHA_BENCH_DIR` chooses where the files go (default: the system temp dir; use the disk
@@ -9,8 +10,16 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use pgha_journal::testkit::{Cluster, WALL_BASE};
 use pgha_journal::{Header, JournalFile, Options, Recorder, replay};
+use pgha_sim::World;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{Cluster, WALL_BASE};
+
+fn inputs(w: &World) -> usize {
+    w.runs.iter().map(|r| r.inputs.len()).sum()
+}
 
 fn dir() -> PathBuf {
     let base = std::env::var_os("PGHA_BENCH_DIR")
@@ -25,16 +34,16 @@ fn dir() -> PathBuf {
 fn main() {
     let d = dir();
 
-    // 1. Durable appends: a steady-state HA pair, every step one fsynced transaction.
+    // 1. Durable appends: a steady-state HA pair for 10 simulated minutes after its
+    //    bootstrap, every step one fsynced transaction.
     let dd = d.join("durable");
     std::fs::create_dir_all(&dd).expect("dir");
-    let mut c = Cluster::ha_pair(Some(&dd), |_| {});
-    c.bootstrap().expect("bootstrap");
-    let steps0 = c.steps;
+    let mut w = common::bootstrap(|_| {});
+    w.run_for(600_000);
+    let steps = inputs(&w);
     let t = Instant::now();
-    c.run_for(black_box(600_000)).expect("run");
+    let c = common::record(black_box(w), Some(&dd), &Options::default(), WALL_BASE);
     let secs = t.elapsed().as_secs_f64();
-    let steps = c.steps - steps0;
     println!(
         "durable appends: {steps} steps (one transaction each, synchronous=FULL) in {secs:.2} s = {:.0} steps/s",
         steps as f64 / secs
@@ -42,25 +51,30 @@ fn main() {
     drop(c);
 
     // 2. Bytes per day: 1 simulated hour of steady state at default settings
-    //    (probe_interval 1 s, 2 nodes), not fsynced (the bytes are the same).
-    let bd = d.join("bytes");
-    std::fs::create_dir_all(&bd).expect("dir");
-    let mut c = Cluster::ha_pair(Some(&bd), |_| {});
-    c.options = Options {
+    //    (probe_interval 1 s, 2 nodes), not fsynced (the bytes are the same): the journals of
+    //    the bootstrap alone subtracted from those of the bootstrap and the hour (the same
+    //    seed: the same first inputs).
+    let options = Options {
         durable: false,
         ..Options::default()
     };
-    c.bootstrap().expect("bootstrap");
     let used = |c: &Cluster| -> Vec<u64> {
         (0..2)
-            .map(|i| c.recorder(i).expect("rec").used_bytes().expect("bytes"))
+            .map(|i| c.recorder(i).used_bytes().expect("bytes"))
             .collect()
     };
-    let before = used(&c);
-    let steps0 = c.steps;
-    c.run_for(3_600_000).expect("run");
+    let (bd, bootd) = (d.join("bytes"), d.join("bytes-bootstrap"));
+    for dir in [&bd, &bootd] {
+        std::fs::create_dir_all(dir).expect("dir");
+    }
+    let boot = common::bootstrap(|_| {});
+    let steps0 = inputs(&boot);
+    let before = used(&common::record(boot, Some(&bootd), &options, WALL_BASE));
+    let mut w = common::bootstrap(|_| {});
+    w.run_for(3_600_000);
+    let steps = inputs(&w) - steps0;
+    let c = common::record(w, Some(&bd), &options, WALL_BASE);
     let after = used(&c);
-    let steps = c.steps - steps0;
     for i in 0..2 {
         let per_hour = after[i] - before[i];
         println!(

@@ -53,7 +53,6 @@ mod recorder;
 pub mod replay;
 pub mod retention;
 pub mod store;
-pub mod testkit;
 pub mod time;
 pub mod whatif;
 

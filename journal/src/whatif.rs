@@ -20,9 +20,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pgha_core::{
-    Command, CommandId, CommandKind, Config, Event, Failure, Input, Lsn, MAX_PEERS, Node,
-    ProbeResult, StartAs, State, Timestamp, Transition,
+    Command, CommandId, CommandKind, Config, DataDir, Event, Failure, Input, LocalFacts, MAX_PEERS,
+    Node, PeerId, ProbeResult, StartAs, State, Timestamp, Transition,
 };
+use pgha_sim::{PgData, PgRole, PgRun, Phase, Postgres};
 use serde::Serialize;
 
 use crate::codec::{CODEC_VERSION, changes_since};
@@ -217,6 +218,285 @@ fn affects_local(k: CommandKind) -> bool {
     )
 }
 
+/// The alternate node's local postgres once the alternate's actions differ from the
+/// recording's: the simulator's model of one node's postgres and data ([`Postgres`]), started
+/// from what the recording last showed of them (the data dir at start, each local answer), and
+/// the latest recorded answer of each peer (a clone copies the peer's data).
+struct Local {
+    /// `None` while the recorded local answers apply.
+    own: Option<Postgres>,
+    seen: Postgres,
+    peers: [Option<ProbeResult>; MAX_PEERS],
+    /// The node index of each peer (the model names a replica's upstream by node).
+    peer_nodes: Vec<usize>,
+}
+
+impl Local {
+    fn new(config: &Config) -> Local {
+        Local {
+            own: None,
+            seen: Postgres::default(),
+            peers: [None; MAX_PEERS],
+            peer_nodes: config.peers.iter().map(|p| p.index as usize).collect(),
+        }
+    }
+
+    fn node(&self, p: PeerId) -> usize {
+        self.peer_nodes
+            .get(p.index())
+            .copied()
+            .unwrap_or(usize::MAX)
+    }
+
+    fn peer(&self, node: usize) -> Option<PeerId> {
+        self.peer_nodes
+            .iter()
+            .position(|&n| n == node)
+            .map(|k| PeerId(k as u8))
+    }
+
+    /// From here on the alternate's local postgres is its own.
+    fn diverge(&mut self) -> &mut Postgres {
+        self.own.get_or_insert_with(|| self.seen.clone())
+    }
+
+    /// What a local probe of the alternate's finds now (`None`: no answer, a hung server).
+    fn probe(&mut self) -> Option<ProbeResult> {
+        self.stream();
+        self.own
+            .as_ref()
+            .unwrap_or(&self.seen)
+            .probe(|n| self.peer(n))
+    }
+
+    /// The alternate's own replica receives what its upstream last answered it had written,
+    /// when both are on one timeline (the simulator's streaming, as far as the recording
+    /// shows the upstream).
+    fn stream(&mut self) {
+        let Some(pg) = self.own.as_mut() else {
+            return;
+        };
+        let Some(PgRun {
+            role: PgRole::Replica { upstream },
+            phase: Phase::Up,
+        }) = pg.run
+        else {
+            return;
+        };
+        let at = self.peer_nodes.iter().position(|&n| n == upstream);
+        if let (false, Some(ProbeResult::Master { timeline, lsn }), Some(d)) = (
+            pg.hung,
+            at.and_then(|k| self.peers.get(k).copied().flatten()),
+            pg.data.as_mut(),
+        ) && d.timeline == timeline
+        {
+            d.lsn = d.lsn.max(lsn.0);
+        }
+    }
+
+    /// What a local probe finds: the model's answer once it is the alternate's own (`None`
+    /// for no answer: a hung server), else the recorded one, which the model learns.
+    fn answer(&mut self, recorded: ProbeResult) -> Option<ProbeResult> {
+        if self.own.is_some() {
+            return self.probe();
+        }
+        let upstream = match recorded {
+            ProbeResult::Replica {
+                upstream: Some(u), ..
+            } => self.node(u),
+            _ => usize::MAX,
+        };
+        let pg = &mut self.seen;
+        let keep = |pg: &Postgres| pg.run.map_or(PgRole::Master, |r| r.role);
+        let up = |role| {
+            Some(PgRun {
+                role,
+                phase: Phase::Up,
+            })
+        };
+        let (timeline, lsn, role) = match recorded {
+            ProbeResult::Master { timeline, lsn } => (timeline, lsn, PgRole::Master),
+            ProbeResult::Replica {
+                timeline,
+                replay_lsn,
+                ..
+            } => (timeline, replay_lsn, PgRole::Replica { upstream }),
+            ProbeResult::StartingUp | ProbeResult::ShuttingDown => {
+                let phase = if recorded == ProbeResult::StartingUp {
+                    Phase::StartingUp
+                } else {
+                    Phase::ShuttingDown
+                };
+                pg.run = Some(PgRun {
+                    role: keep(pg),
+                    phase,
+                });
+                pg.hung = false;
+                return Some(recorded);
+            }
+            // Not running: whether a new server would be full again is not known.
+            ProbeResult::Refused => {
+                pg.stop();
+                pg.exhausted = false;
+                return Some(recorded);
+            }
+            ProbeResult::Timeout => {
+                pg.run = pg.run.or(up(keep(pg)));
+                pg.hung = true;
+                return Some(recorded);
+            }
+            ProbeResult::Overloaded => {
+                pg.run = up(keep(pg));
+                pg.hung = false;
+                pg.exhausted = true;
+                return Some(recorded);
+            }
+            // An error says nothing of the server's state.
+            ProbeResult::AuthFailed | ProbeResult::OtherError => return Some(recorded),
+        };
+        pg.run = up(role);
+        pg.hung = false;
+        pg.exhausted = false;
+        let data = pg.data.get_or_insert(PgData {
+            timeline,
+            lsn: lsn.0,
+            branch: 0,
+            ancestry: Vec::new(),
+            was_master: false,
+        });
+        data.timeline = timeline;
+        data.lsn = lsn.0;
+        data.was_master = role == PgRole::Master;
+        pg.held_data = true;
+        Some(recorded)
+    }
+
+    /// The data dir a run starts with.
+    fn started(&mut self, facts: &LocalFacts) {
+        let pg = &mut self.seen;
+        match facts.data_dir {
+            DataDir::Empty { held_data } => {
+                pg.data = None;
+                pg.held_data = held_data;
+            }
+            DataDir::Present {
+                timeline,
+                lsn,
+                was_master,
+            } => {
+                pg.data = Some(PgData {
+                    timeline,
+                    lsn: lsn.0,
+                    branch: 0,
+                    ancestry: Vec::new(),
+                    was_master,
+                });
+                pg.held_data = true;
+            }
+        }
+        // Running in an unknown role: the first local answer tells.
+        pg.run = facts.postgres_running.then_some(PgRun {
+            role: if matches!(
+                facts.data_dir,
+                DataDir::Present {
+                    was_master: true,
+                    ..
+                }
+            ) {
+                PgRole::Master
+            } else {
+                PgRole::Replica {
+                    upstream: usize::MAX,
+                }
+            },
+            phase: Phase::Up,
+        });
+    }
+
+    /// An action of the alternate's begins (the simulator's shell does the same at the start
+    /// of an action): a start starts up, a stop shuts down (or, on a hung postmaster, kills it
+    /// by `end`).
+    fn begin(&mut self, kind: CommandKind, end: Timestamp) {
+        let role = match kind {
+            CommandKind::StartPostgres(StartAs::Master) => Some(PgRole::Master),
+            CommandKind::StartPostgres(StartAs::Replica { upstream }) => Some(PgRole::Replica {
+                upstream: self.node(upstream),
+            }),
+            _ => None,
+        };
+        let Some(pg) = self.own.as_mut() else {
+            return;
+        };
+        if let Some(role) = role {
+            pg.begin_start(role);
+        } else if let CommandKind::StopPostgres(_) = kind {
+            pg.begin_stop(end);
+        }
+    }
+
+    /// An action of the alternate's ends: its effect on the model, and its outcome (`failed`:
+    /// the recording's outcome for such an action, a failure, which stands).
+    fn finish(&mut self, kind: CommandKind, failed: Option<Failure>) -> Result<(), Failure> {
+        let source = match kind {
+            CommandKind::Basebackup { from } => self.peers.get(from.index()).copied().flatten(),
+            _ => None,
+        };
+        let upstream = match kind {
+            CommandKind::Follow { upstream } => self.node(upstream),
+            _ => usize::MAX,
+        };
+        let Some(pg) = self.own.as_mut() else {
+            return failed.map_or(Ok(()), Err);
+        };
+        if let Some(f) = failed {
+            // A failed start leaves nothing running; a failed stop leaves it running.
+            match kind {
+                CommandKind::StopPostgres(_) => pg.stop_failed(),
+                CommandKind::StartPostgres(_)
+                    if pg.run.is_some_and(|r| r.phase == Phase::StartingUp) =>
+                {
+                    pg.stop()
+                }
+                _ => {}
+            }
+            return Err(f);
+        }
+        match kind {
+            CommandKind::InitDataDir if pg.data.is_some() => Err(Failure::Refused),
+            CommandKind::InitDataDir => {
+                pg.initdb(0);
+                Ok(())
+            }
+            CommandKind::StartPostgres(_) => pg.finish_start(),
+            CommandKind::StopPostgres(_) => {
+                pg.stop();
+                Ok(())
+            }
+            CommandKind::Promote if pg.can_promote() => {
+                pg.promote(0);
+                Ok(())
+            }
+            CommandKind::Promote => Err(Failure::Exit(1)),
+            // A copy of the source's data as it last answered, a master.
+            CommandKind::Basebackup { .. } => match source {
+                Some(ProbeResult::Master { timeline, lsn }) if pg.run.is_none() => {
+                    pg.replace_data(PgData {
+                        timeline,
+                        lsn: lsn.0,
+                        branch: 0,
+                        ancestry: Vec::new(),
+                        was_master: false,
+                    });
+                    Ok(())
+                }
+                _ => Err(Failure::Exit(1)),
+            },
+            CommandKind::Follow { .. } => pg.follow(upstream),
+            _ => Ok(()),
+        }
+    }
+}
+
 struct Alt {
     node: Node,
     local_probe: Option<CommandId>,
@@ -224,12 +504,10 @@ struct Alt {
     daemon_probe: [Option<CommandId>; MAX_PEERS],
     /// Original command id -> the alternate's command of the same kind issued in the same step.
     matched: BTreeMap<CommandId, CommandId>,
-    /// The local postgres as the alternate's own actions left it, once they differ from the
-    /// recording's (`None`: the recorded local probe results apply).
-    local_override: Option<ProbeResult>,
-    last_local: Option<ProbeResult>,
+    /// Its local postgres (see [`Local`]).
+    local: Local,
     /// Outcomes synthesised for alternate actions the recording has no outcome for, and
-    /// answers to its local probes once its local postgres is its own (`local_override`).
+    /// answers to its local probes once its local postgres is its own (`local.own`).
     synthetic: Vec<(Timestamp, Command, Result<(), Failure>, u64)>,
     /// Per command kind: (outcome, duration) of the recording's first such command.
     typical: BTreeMap<String, (Result<(), Failure>, u64)>,
@@ -251,7 +529,7 @@ impl Alt {
             match c.kind {
                 // Once the alternate's local postgres is its own, it answers for itself: the
                 // recording may have no local probe then (the original had stopped it).
-                CommandKind::ProbeLocal if self.local_override.is_some() => {
+                CommandKind::ProbeLocal if self.local.own.is_some() => {
                     self.local_probe = None;
                     self.synthetic.push((now.plus(1), *c, Ok(()), 1));
                 }
@@ -270,12 +548,21 @@ impl Alt {
                     if let Some(k) = orig_unmatched.iter().position(|o| o.kind == kind) {
                         let o = orig_unmatched.remove(k);
                         self.matched.insert(o.id, c.id);
+                        self.local.begin(kind, now);
                     } else {
                         let (outcome, took) = self
                             .typical
                             .get(&format!("{kind:?}"))
                             .copied()
                             .unwrap_or((Ok(()), 1_000));
+                        // An action the recording did not carry out: the local postgres is
+                        // the alternate's own from here.
+                        if affects_local(kind) {
+                            self.local.diverge();
+                        }
+                        if outcome.is_ok() {
+                            self.local.begin(kind, now.plus(took));
+                        }
                         self.synthetic.push((now.plus(took), *c, outcome, took));
                     }
                 }
@@ -283,9 +570,7 @@ impl Alt {
         }
         // The recording carried out a local action the alternate did not: its postgres
         // stays as the alternate last saw it.
-        if orig_unmatched.iter().any(|o| affects_local(o.kind)) && self.local_override.is_none() {
-            self.local_override = Some(self.last_local.unwrap_or(ProbeResult::Refused));
-        }
+        self.run_unmatched(&orig_unmatched);
         for t in &ts {
             if let Some(what) = decision_verb(t, config) {
                 self.decisions.push(Decision {
@@ -298,35 +583,6 @@ impl Alt {
             }
         }
         (ts, cs)
-    }
-
-    /// The effect of a synthesised action on the local postgres.
-    fn effect(&mut self, kind: CommandKind) {
-        let base = self.local_override.or(self.last_local);
-        let tl = base.and_then(|r| r.timeline()).unwrap_or(1);
-        let lsn = match base {
-            Some(ProbeResult::Master { lsn, .. }) => lsn,
-            Some(ProbeResult::Replica { replay_lsn, .. }) => replay_lsn,
-            _ => Lsn(0),
-        };
-        self.local_override = Some(match kind {
-            CommandKind::Promote => ProbeResult::Master {
-                timeline: tl + 1,
-                lsn,
-            },
-            CommandKind::StartPostgres(StartAs::Master) => {
-                ProbeResult::Master { timeline: tl, lsn }
-            }
-            CommandKind::StartPostgres(StartAs::Replica { upstream }) => ProbeResult::Replica {
-                timeline: tl,
-                replay_lsn: lsn,
-                upstream: Some(upstream),
-            },
-            CommandKind::StopPostgres(_)
-            | CommandKind::InitDataDir
-            | CommandKind::Basebackup { .. } => ProbeResult::Refused,
-            _ => return,
-        });
     }
 }
 
@@ -372,8 +628,7 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
         peer_probe: [None; MAX_PEERS],
         daemon_probe: [None; MAX_PEERS],
         matched: BTreeMap::new(),
-        local_override: None,
-        last_local: None,
+        local: Local::new(&config),
         synthetic: Vec::new(),
         typical: BTreeMap::new(),
         decisions: Vec::new(),
@@ -435,16 +690,13 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
                     let k = alt.synthetic.iter().position(|x| x.0 == s).unwrap_or(0);
                     let (_, c, outcome, took) = alt.synthetic.remove(k);
                     if c.kind == CommandKind::ProbeLocal {
-                        let result = alt
-                            .local_override
-                            .or(alt.last_local)
-                            .unwrap_or(ProbeResult::Refused);
-                        alt.last_local = Some(result);
+                        // No answer from a hung server: the probe times out by its deadline.
+                        let Some(result) = alt.local.probe() else {
+                            continue;
+                        };
                         (s, Input::Event(Event::LocalProbe { id: c.id, result }))
                     } else {
-                        if outcome.is_ok() {
-                            alt.effect(c.kind);
-                        }
+                        let outcome = alt.local.finish(c.kind, outcome.err());
                         (
                             s,
                             Input::Event(Event::CommandDone {
@@ -549,8 +801,8 @@ fn what_if_run(run: &Run, settings: &[(String, String)]) -> Result<RunWhatIf, Jo
 impl Alt {
     /// The recording's step produced commands but the alternate was not fed: none match.
     fn run_unmatched(&mut self, recorded: &[Command]) {
-        if recorded.iter().any(|o| affects_local(o.kind)) && self.local_override.is_none() {
-            self.local_override = Some(self.last_local.unwrap_or(ProbeResult::Refused));
+        if recorded.iter().any(|o| affects_local(o.kind)) {
+            self.local.diverge();
         }
     }
 }
@@ -585,16 +837,23 @@ fn summary(ts: &[Transition], cs: &[Command], config: &Config) -> String {
 fn translate(alt: &mut Alt, e: Event, kinds: &BTreeMap<CommandId, CommandKind>) -> Option<Event> {
     Some(match e {
         Event::LocalProbe { result, .. } => {
-            let result = alt.local_override.unwrap_or(result);
+            let result = alt.local.answer(result);
             let id = alt.local_probe.take()?;
-            alt.last_local = Some(result);
-            Event::LocalProbe { id, result }
+            Event::LocalProbe {
+                id,
+                result: result?,
+            }
         }
-        Event::PeerProbe { peer, result, .. } => Event::PeerProbe {
-            id: alt.peer_probe.get_mut(peer.index())?.take()?,
-            peer,
-            result,
-        },
+        Event::PeerProbe { peer, result, .. } => {
+            if let Some(last) = alt.local.peers.get_mut(peer.index()) {
+                *last = Some(result);
+            }
+            Event::PeerProbe {
+                id: alt.peer_probe.get_mut(peer.index())?.take()?,
+                peer,
+                result,
+            }
+        }
         Event::PeerDaemon { peer, report, .. } => Event::PeerDaemon {
             id: alt.daemon_probe.get_mut(peer.index())?.take()?,
             peer,
@@ -606,9 +865,13 @@ fn translate(alt: &mut Alt, e: Event, kinds: &BTreeMap<CommandId, CommandKind>) 
             duration_ms,
         } => {
             let alt_id = alt.matched.remove(&id)?;
-            if outcome.is_ok() && kinds.get(&id).is_some_and(|k| affects_local(*k)) {
+            match (outcome, kinds.get(&id)) {
                 // Both did it: the recorded local results apply again.
-                alt.local_override = None;
+                (Ok(()), Some(k)) if affects_local(*k) => alt.local.own = None,
+                (Err(f), Some(k)) => {
+                    let _ = alt.local.finish(*k, Some(f));
+                }
+                _ => {}
             }
             Event::CommandDone {
                 id: alt_id,
@@ -616,7 +879,11 @@ fn translate(alt: &mut Alt, e: Event, kinds: &BTreeMap<CommandId, CommandKind>) 
                 duration_ms,
             }
         }
-        Event::Started(_) | Event::Operator(_) => e,
+        Event::Started(facts) => {
+            alt.local.started(&facts);
+            e
+        }
+        Event::Operator(_) => e,
         // A hook's outcome changes no decision; its ids are the recorded run's.
         Event::HookDone { .. } => return None,
     })
@@ -692,5 +959,98 @@ fn short(key: &str) -> &str {
     match pgha_core::settings::find(key) {
         Some(s) => s.name(),
         None => key.rsplit('.').next().unwrap_or(key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pgha_core::{Lsn, PeerId, StopMode};
+
+    use super::*;
+
+    fn replica_seen() -> Local {
+        let mut l = Local::new(&Config::ha_pair("db1", 1, "db0", 0));
+        let r = ProbeResult::Replica {
+            timeline: 1,
+            replay_lsn: Lsn(500),
+            upstream: Some(PeerId(0)),
+        };
+        assert_eq!(l.answer(r), Some(r), "the recorded answer applies");
+        l
+    }
+
+    #[test]
+    fn the_alternates_own_postgres_promotes_from_the_replica_the_recording_last_showed() {
+        let mut l = replica_seen();
+        l.diverge();
+        assert_eq!(l.finish(CommandKind::Promote, None), Ok(()));
+        assert_eq!(
+            l.probe(),
+            Some(ProbeResult::Master {
+                timeline: 2,
+                lsn: Lsn(500)
+            })
+        );
+    }
+
+    #[test]
+    fn a_promotion_of_a_stopped_postgres_fails_and_a_clone_copies_the_masters_last_answer() {
+        let mut l = replica_seen();
+        assert_eq!(l.answer(ProbeResult::Refused), Some(ProbeResult::Refused));
+        l.diverge();
+        assert_eq!(
+            l.finish(CommandKind::Promote, None),
+            Err(Failure::Exit(1)),
+            "nothing runs"
+        );
+        // The peer last answered as a master on timeline 3: the copy is on it, and a
+        // replica started on it streams what the master last answered.
+        l.peers[0] = Some(ProbeResult::Master {
+            timeline: 3,
+            lsn: Lsn(900),
+        });
+        let clone = CommandKind::Basebackup { from: PeerId(0) };
+        assert_eq!(l.finish(clone, None), Ok(()));
+        let start = CommandKind::StartPostgres(StartAs::Replica {
+            upstream: PeerId(0),
+        });
+        l.begin(start, Timestamp(10));
+        assert_eq!(l.probe(), Some(ProbeResult::StartingUp));
+        assert_eq!(l.finish(start, None), Ok(()));
+        l.peers[0] = Some(ProbeResult::Master {
+            timeline: 3,
+            lsn: Lsn(950),
+        });
+        assert_eq!(
+            l.probe(),
+            Some(ProbeResult::Replica {
+                timeline: 3,
+                replay_lsn: Lsn(950),
+                upstream: Some(PeerId(0))
+            })
+        );
+        // A stop of it, then a failed start: nothing runs.
+        let stop = CommandKind::StopPostgres(StopMode::Fast);
+        l.begin(stop, Timestamp(20));
+        assert_eq!(l.probe(), Some(ProbeResult::ShuttingDown));
+        assert_eq!(l.finish(stop, None), Ok(()));
+        l.begin(start, Timestamp(30));
+        assert_eq!(
+            l.finish(start, Some(Failure::Exit(1))),
+            Err(Failure::Exit(1))
+        );
+        assert_eq!(l.probe(), Some(ProbeResult::Refused));
+    }
+
+    #[test]
+    fn a_hung_local_postgres_does_not_answer_once_it_is_the_alternates_own() {
+        let mut l = replica_seen();
+        assert_eq!(l.answer(ProbeResult::Timeout), Some(ProbeResult::Timeout));
+        l.diverge();
+        assert_eq!(l.probe(), None);
+        let stop = CommandKind::StopPostgres(StopMode::Immediate);
+        l.begin(stop, Timestamp(10));
+        assert_eq!(l.finish(stop, None), Ok(()));
+        assert_eq!(l.probe(), Some(ProbeResult::Refused));
     }
 }

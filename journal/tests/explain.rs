@@ -6,9 +6,11 @@ mod common;
 
 use std::path::Path;
 
+use common::Cluster;
 use pgha_journal::JournalFile;
+use pgha_journal::Options;
 use pgha_journal::explain::{self, WhyTarget};
-use pgha_journal::testkit::Cluster;
+use pgha_sim::Fault;
 
 fn files(dir: &Path) -> Vec<JournalFile> {
     ["db0", "db1"]
@@ -84,7 +86,9 @@ fn explain_of_a_promotion_reads_like_an_incident_report() {
 
 #[test]
 fn explain_of_a_split_brain_stop_reads_like_an_incident_report() {
-    scenario("split-brain", common::split_brain, "db0", "split_brain");
+    // db0 sees db1's newer timeline first and steps down for it; db1, still seeing db0 as a
+    // master, stops on the both-stop rule.
+    scenario("split-brain", common::split_brain, "db1", "split_brain");
 }
 
 #[test]
@@ -107,8 +111,7 @@ fn why_at_a_time_finds_the_last_state_change_before_it() {
     let dir = common::tempdir("explain-at");
     drop(common::promote(Some(&dir)));
     let fs = files(&dir);
-    let at = pgha_journal::time::parse_utc("10:30:33.100", pgha_journal::testkit::WALL_BASE)
-        .expect("time");
+    let at = pgha_journal::time::parse_utc("10:30:33.100", common::WALL_BASE).expect("time");
     let w = explain::why(
         &fs,
         &WhyTarget::At {
@@ -132,16 +135,19 @@ fn two_clusters(
     let d1 = common::tempdir(&format!("{name}-1"));
     let d2 = common::tempdir(&format!("{name}-2"));
     drop(common::promote(Some(&d1)));
-    let mut c = Cluster::ha_pair(Some(&d2), |_| {});
-    c.wall_base += shift_ms;
-    c.bootstrap().expect("bootstrap");
-    c.run_for(delay_ms).expect("run");
-    c.kill_postgres(0);
-    c.run_for(30_000).expect("run");
+    let mut w = common::bootstrap(|_| {});
+    w.run_for(delay_ms);
+    w.inject(Fault::KillPostgres(0));
+    w.run_for(30_000);
     // And back: db0 rejoined as a replica; db1 dies, db0 promotes, db1 sees it.
-    c.kill_postgres(1);
-    c.run_for(30_000).expect("run");
-    drop(c);
+    w.inject(Fault::KillPostgres(1));
+    w.run_for(30_000);
+    drop(common::record(
+        w,
+        Some(&d2),
+        &Options::default(),
+        common::WALL_BASE + shift_ms,
+    ));
     (d1, d2)
 }
 
@@ -280,11 +286,15 @@ fn a_master_that_stops_its_silent_postgres_is_listed_among_the_failovers() {
     // db0's postgres hangs (accepts connections, never answers): db0 kills it after
     // master_give_up, before db1's three 5 s probe timeouts end in a promotion.
     let dir = common::tempdir("explain-silent");
-    let mut c = Cluster::ha_pair(Some(&dir), |_| {});
-    c.bootstrap().expect("bootstrap");
-    c.nodes[0].pg = pgha_journal::testkit::Pg::Hung;
-    c.run_for(30_000).expect("run");
-    drop(c);
+    let mut w = common::bootstrap(|_| {});
+    w.inject(Fault::Hang(0));
+    w.run_for(30_000);
+    drop(common::record(
+        w,
+        Some(&dir),
+        &Options::default(),
+        common::WALL_BASE,
+    ));
     let fs = files(&dir);
     let text = explain::render_failovers(&fs);
     let stop = explain::failovers(&fs)

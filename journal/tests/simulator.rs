@@ -1,7 +1,8 @@
 //! The simulator's per-node runs, written through the journal's Recorder, replay exactly.
 //! `PGHA_JOURNAL_SIM_SEEDS` sets how many seeds (default 40; each seed's journals are written, read back, replayed and what-if replayed).
 
-use pgha_journal::testkit::WALL_BASE;
+mod common;
+
 use pgha_journal::{Header, Recorder, replay};
 
 fn seeds() -> u64 {
@@ -29,7 +30,7 @@ fn every_simulated_seed_journals_and_replays_exactly() {
                 .unwrap_or_else(|e| panic!("seed {seed} node {node}: {e}"));
                 let (mut ts, mut cs) = (Vec::new(), Vec::new());
                 for &(now, input) in &run.inputs {
-                    let wall = WALL_BASE + now.0 + 7 * node as u64;
+                    let wall = common::WALL_BASE + now.0 + 7 * node as u64;
                     let step = r
                         .step(now, wall, input)
                         .unwrap_or_else(|e| panic!("seed {seed} node {node}: {e}"));

@@ -28,16 +28,26 @@
 //!
 //! Run one seed with `PGHA_SIM_SEED=1234 cargo test -p pgha-sim --test sim -- one_seed`.
 
+mod actions;
+mod clients;
+mod faults;
+mod invariants;
+mod network;
+mod postgres;
 mod rng;
+mod script;
 mod world;
 
-pub use rng::Rng;
-pub use world::{
-    Branch, BranchKind, Fault, NodeRun, PgData, PgRole, Phase, REPLICATION_LAG_MS, Scenario, Stale,
-    Stats, TraceItem, TraceLine, Violation, World, Write,
+pub use clients::Write;
+pub use faults::{Fault, scenario};
+pub use invariants::{Stale, Violation};
+pub use postgres::{
+    Branch, BranchKind, PgData, PgRole, PgRun, Phase, Postgres, REPLICATION_LAG_MS,
 };
+pub use rng::Rng;
+pub use world::{NodeRun, Scenario, Stats, TraceItem, TraceLine, World};
 
-use pgha_core::{Config, Isolation, OperatorRequest, SplitBrainRule, Timestamp, Topology};
+use pgha_core::{OperatorRequest, Timestamp};
 
 /// The outcome of one seed.
 #[derive(Debug)]
@@ -117,171 +127,10 @@ pub fn settle_ms(s: &Scenario) -> u64 {
 }
 
 /// The timings of a scenario: the core's defaults (the seed's), or its fast profile
-/// ([`Config::fast`]). The fast transition bound (10 s) is the simulator's own.
-pub fn timings(fast: bool) -> Config {
-    let c = Config::ha_pair("db0", 0, "db1", 1);
+/// ([`pgha_core::Config::fast`]). The fast transition bound (10 s) is the simulator's own.
+pub fn timings(fast: bool) -> pgha_core::Config {
+    let c = pgha_core::Config::ha_pair("db0", 0, "db1", 1);
     if fast { c.fast() } else { c }
-}
-
-/// Draws a scenario from a seed.
-pub fn scenario(seed: u64, rng: &mut Rng) -> Scenario {
-    let ha = rng.chance(0.7);
-    let nodes = if ha { 2 } else { rng.range(3, 5) as usize };
-    let fast = rng.chance(0.5);
-    let restart_with_data = rng.chance(0.3);
-    let split_brain = if rng.chance(0.5) {
-        SplitBrainRule::BothStop
-    } else {
-        SplitBrainRule::OlderTimelineStepsDown
-    };
-    let t = timings(fast);
-    let (interval, timeout, grace, stagger) = (
-        t.probe_interval_ms,
-        t.connect_timeout_ms,
-        t.grace_ms,
-        t.grace_stagger_ms,
-    );
-    let boot = 2 * grace + stagger * nodes as u64 + 10_000;
-    let window = if fast { 20_000 } else { 60_000 };
-    let detection = 3 * (timeout + interval);
-    let mut faults = Vec::new();
-    let mut end = boot;
-    let count = rng.range(0, 4);
-    for _ in 0..count {
-        let at = boot + rng.range(0, window);
-        let a = rng.range(0, nodes as u64 - 1) as usize;
-        let b = (a + 1 + rng.range(0, nodes as u64 - 2) as usize) % nodes;
-        let dur = rng.range(interval, 3 * detection);
-        let t = Timestamp(at);
-        let t2 = Timestamp(at + dur);
-        match rng.range(0, 9) {
-            0 | 1 => faults.push((t, Fault::KillPostgres(a))),
-            2 => {
-                // SIGKILL of the whole master host: postgres and its daemon.
-                faults.push((t, Fault::KillPostgres(a)));
-                faults.push((t, Fault::CrashDaemon(a)));
-                faults.push((t2, Fault::RestartDaemon(a)));
-            }
-            3 | 4 => {
-                faults.push((t, Fault::Hang(a)));
-                faults.push((t2, Fault::Resume(a)));
-            }
-            5 => {
-                faults.push((t, Fault::CrashDaemon(a)));
-                faults.push((t2, Fault::RestartDaemon(a)));
-            }
-            6 | 7 => {
-                faults.push((t, Fault::Partition(a, b)));
-                faults.push((t2, Fault::Heal(a, b)));
-            }
-            8 => {
-                faults.push((t, Fault::LossOn(rng.range(10, 60) as u32)));
-                faults.push((t2, Fault::LossOff));
-            }
-            _ => match rng.range(0, 3) {
-                0 => {
-                    // A promotion outside pgha: a second master.
-                    faults.push((t, Fault::ExternalPromote(a)));
-                }
-                1 => {
-                    let req = rng.pick(&[OperatorRequest::Promote, OperatorRequest::Pause]);
-                    faults.push((t, Fault::Operator(a, req)));
-                    if req == OperatorRequest::Pause {
-                        faults.push((t2, Fault::Operator(a, OperatorRequest::Resume)));
-                    }
-                }
-                _ => {
-                    // A switchover as `pgha promote --force` runs it: the master steps down,
-                    // then the replica is asked to promote.
-                    faults.push((t, Fault::Operator(a, OperatorRequest::StepDown)));
-                    faults.push((t2, Fault::Operator(b, OperatorRequest::Promote)));
-                }
-            },
-        }
-        end = end.max(at + dur);
-    }
-    // Connection exhaustion, drawn from a stream of its own so every other draw of a seed
-    // (and so the seeds of the table in docs/simulator.md) stays as it was.
-    let mut own = Rng::new(seed ^ 0x5330_0000_5330_0000);
-    if own.chance(0.25) {
-        let a = own.range(0, nodes as u64 - 1) as usize;
-        let at = boot + own.range(0, window);
-        let dur = own.range(interval, window);
-        faults.push((Timestamp(at), Fault::Exhaust(a)));
-        faults.push((Timestamp(at + dur), Fault::Release(a)));
-        end = end.max(at + dur);
-    }
-    // The isolation rule, from a stream of its own for the same reason.
-    let mut own = Rng::new(seed ^ 0x1501_0000_1501_0000);
-    let isolation = if own.chance(0.5) {
-        Isolation::Fence
-    } else {
-        Isolation::KeepServing
-    };
-    // Issue 11's faults, from a stream of their own too.
-    let mut own = Rng::new(seed ^ 0x0011_0000_0011_0000);
-    let takeover = 3 * timeout;
-    if own.chance(0.25) {
-        // A hung postmaster whose backends keep committing.
-        let a = own.range(0, nodes as u64 - 1) as usize;
-        let at = boot + own.range(0, window);
-        let dur = own.range(interval, 3 * detection);
-        faults.push((Timestamp(at), Fault::HangPostmaster(a)));
-        faults.push((Timestamp(at + dur), Fault::Resume(a)));
-        end = end.max(at + dur);
-    }
-    if own.chance(0.25) {
-        // A partition, one-way or two-way, healed at any moment.
-        let a = own.range(0, nodes as u64 - 1) as usize;
-        let b = (a + 1 + own.range(0, nodes as u64 - 2) as usize) % nodes;
-        let at = boot + own.range(0, window);
-        let dur = own.range(1, 3 * detection);
-        let cut = match own.range(0, 2) {
-            0 => Fault::Partition(a, b),
-            1 => Fault::PartitionOneWay(a, b),
-            _ => Fault::PartitionOneWay(b, a),
-        };
-        faults.push((Timestamp(at), cut));
-        faults.push((Timestamp(at + dur), Fault::Heal(a, b)));
-        end = end.max(at + dur);
-    }
-    if ha && own.chance(0.15) {
-        // A failover (the first master's postgres, or its whole host, killed), then a power
-        // cut of both nodes once the old master has rejoined, then both powered on (together,
-        // or one up to two grace periods later).
-        let at = boot + own.range(0, window);
-        faults.push((Timestamp(at), Fault::KillPostgres(0)));
-        if own.chance(0.5) {
-            faults.push((Timestamp(at), Fault::CrashDaemon(0)));
-            faults.push((Timestamp(at + takeover + interval), Fault::RestartDaemon(0)));
-        }
-        let cut = at + takeover + 2 * grace + stagger + 10_000 + own.range(0, window);
-        faults.push((Timestamp(cut), Fault::PowerCut));
-        let on = cut + own.range(100, 2 * grace);
-        let later = if own.chance(0.5) {
-            0
-        } else {
-            own.range(0, 2 * grace)
-        };
-        let first = own.range(0, 1) as usize;
-        faults.push((Timestamp(on), Fault::RestartDaemon(first)));
-        faults.push((Timestamp(on + later), Fault::RestartDaemon(1 - first)));
-        end = end.max(on + later);
-    }
-    faults.sort_by_key(|&(t, _)| t);
-    Scenario {
-        nodes,
-        topology: if ha { Topology::Ha } else { Topology::Star },
-        split_brain,
-        isolation,
-        fast,
-        restart_with_data,
-        vip: true,
-        proxy: rng.chance(0.5),
-        action_failure: if rng.chance(0.5) { 0.0 } else { 0.05 },
-        faults,
-        faults_end: Timestamp(end),
-    }
 }
 
 /// Runs one seed to the end and checks liveness. `record` keeps the full trace and the
@@ -370,10 +219,10 @@ pub fn run_scenario(seed: u64, sc: Scenario, rng: Rng, record: bool) -> Outcome 
                 if i == m {
                     continue;
                 }
-                let following = match (w.state_of(i), w.nodes[i].pg) {
+                let following = match (w.state_of(i), w.nodes[i].pg.run) {
                     (Some(pgha_core::State::Replica { upstream }), Some(run)) => {
                         // Streaming, not merely configured: its data is on the master's history.
-                        let same_history = match (&w.nodes[i].data, &w.nodes[m].data) {
+                        let same_history = match (&w.nodes[i].pg.data, &w.nodes[m].pg.data) {
                             (Some(r), Some(md)) => r.branch == md.branch,
                             _ => false,
                         };
