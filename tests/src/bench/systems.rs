@@ -47,6 +47,9 @@ pub struct Profile {
     pub settings: &'static str,
     /// Lines for pgha's `[replication]`, or Patroni's `bootstrap.dcs` (ttl, loop_wait, retry_timeout).
     pub timing: &'static [(&'static str, &'static str)],
+    /// pgha's fast profile (`pgha_core::settings::FAST`, the one the simulator, the e2e tests
+    /// and the demo use) in `[replication]`, before `timing`.
+    pub fast: bool,
 }
 
 pub fn profiles() -> Vec<Profile> {
@@ -56,28 +59,28 @@ pub fn profiles() -> Vec<Profile> {
             label: "pgha defaults",
             settings: "probe_interval 1, connect_timeout 5, psql_error_count 3",
             timing: &[],
+            fast: false,
         },
         Profile {
             kind: Kind::Pgha,
             label: "pgha fast",
-            settings: "probe_interval 0.2, connect_timeout 0.5, psql_error_count 3",
-            timing: &[
-                ("probe_interval", "0.2"),
-                ("connect_timeout", "0.5"),
-                ("psql_error_count", "3"),
-            ],
+            settings: "the fast profile: probe_interval 0.2, connect_timeout 0.5, psql_error_count 3, grace 3, grace_stagger 1",
+            timing: &[],
+            fast: true,
         },
         Profile {
             kind: Kind::Patroni,
             label: "Patroni defaults",
             settings: "ttl 30, loop_wait 10, retry_timeout 10",
             timing: &[("ttl", "30"), ("loop_wait", "10"), ("retry_timeout", "10")],
+            fast: false,
         },
         Profile {
             kind: Kind::Patroni,
             label: "Patroni minimums",
             settings: "ttl 20, loop_wait 1, retry_timeout 3",
             timing: &[("ttl", "20"), ("loop_wait", "1"), ("retry_timeout", "3")],
+            fast: false,
         },
     ]
 }
@@ -303,7 +306,11 @@ impl Cluster {
 
     fn pgha_config(&self, i: usize) -> String {
         let j = 1 - i;
-        let mut repl = String::new();
+        let mut repl = if self.profile.fast {
+            pgha_core::settings::fast_toml()
+        } else {
+            String::new()
+        };
         for (k, v) in self.profile.timing {
             repl.push_str(&format!("{k} = {v}\n"));
         }
