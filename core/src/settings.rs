@@ -4,6 +4,10 @@
 //! text and docs/configuration.md's `[replication]` table (checked by a test) all read it.
 //! No I/O: parsing a value here is parsing a string or a number already read.
 //!
+//! The etcd mode's timings (issue 13, `[etcd]`) have a table of the same kind,
+//! [`ETCD_SETTINGS`], over [`EtcdTimings`] (not yet part of the journaled [`Config`]); the
+//! shell's parser and docs/configuration.md's `[etcd]` table read it.
+//!
 //! The fast profile of the simulator, the e2e tests and the demo is here too ([`FAST`],
 //! [`Config::fast`], [`fast_toml`]).
 

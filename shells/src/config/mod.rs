@@ -176,7 +176,8 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
         && member.dc != e.primary_dc
     {
         warnings.push(format!(
-            "etcd.primary_dc is not set (default {:?}) but node.dc = {:?}: a cluster              bootstrapped by this node would let no replica outside data centre {:?} take over",
+            "etcd.primary_dc is not set (default {:?}) but node.dc = {:?}: a cluster \
+             bootstrapped by this node would let no replica outside data centre {:?} take over",
             e.primary_dc, member.dc, e.primary_dc
         ));
     }

@@ -65,7 +65,8 @@ pub(super) fn index(file: &Path, raw_node: &RawNode, etcd: bool) -> Result<u32, 
         None if etcd => Ok(0),
         None => Err(err(
             file,
-            "missing field `index` in [node]: the bootstrap order (0 inits the first master);              only the etcd mode ([etcd]) goes without it",
+            "missing field `index` in [node]: the bootstrap order (0 inits the first master); \
+             only the etcd mode ([etcd]) goes without it",
         )),
     }
 }
@@ -84,7 +85,8 @@ pub(super) fn member(file: &Path, raw_node: &RawNode, etcd: bool) -> Result<Memb
             return Err(err(
                 file,
                 format!(
-                    "node.{key} is a setting of the etcd mode and does nothing without an [etcd]                      section: remove it, or configure [etcd]"
+                    "node.{key} is a setting of the etcd mode and does nothing without an [etcd] \
+                     section: remove it, or configure [etcd]"
                 ),
             ));
         }
