@@ -286,6 +286,62 @@ impl Config {
     }
 }
 
+/// The etcd-lease mode's timings (issue 13, `[etcd]`), read through
+/// [`crate::settings::ETCD_SETTINGS`]. Durations are milliseconds.
+///
+/// Not a field of [`Config`] yet: `Config` is journaled (every run header, every snapshot),
+/// so a new field changes the journal codec, and nothing decides with these yet (`pgha run`
+/// refuses a file with `[etcd]` until the mode exists). The lease rules take them as they
+/// are; when the mode's driver runs, they join `Config` with the codec bump that brings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EtcdTimings {
+    /// The leader lease's time to live (etcd grants whole seconds: a fraction is rounded up
+    /// when granting, so the lease in etcd never ends before the master counts it ended).
+    pub ttl_ms: u64,
+    /// Time between two renewals.
+    pub loop_wait_ms: u64,
+    /// The bound on one etcd request over all endpoints.
+    pub retry_timeout_ms: u64,
+}
+
+impl Default for EtcdTimings {
+    /// Every timing at its default ([`crate::settings::ETCD_SETTINGS`]).
+    fn default() -> EtcdTimings {
+        let mut t = EtcdTimings {
+            ttl_ms: 0,
+            loop_wait_ms: 0,
+            retry_timeout_ms: 0,
+        };
+        t.fill_defaults(|_| false);
+        t
+    }
+}
+
+impl EtcdTimings {
+    /// Checks each timing against its bounds, then the lease inequality
+    /// `loop_wait + 2 x retry_timeout <= ttl` (Patroni's): from the last renewal it sent, a
+    /// master waits `loop_wait`, spends up to `retry_timeout` on the next renewal, and has one
+    /// more `retry_timeout` to stop accepting writes, all before its lease can expire and a
+    /// replica take the leader key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for setting in crate::settings::ETCD_SETTINGS {
+            setting.check(setting.get(self))?;
+        }
+        if self
+            .loop_wait_ms
+            .saturating_add(self.retry_timeout_ms.saturating_mul(2))
+            > self.ttl_ms
+        {
+            return Err(ConfigError::EtcdLeaseTooShort {
+                ttl_ms: self.ttl_ms,
+                loop_wait_ms: self.loop_wait_ms,
+                retry_timeout_ms: self.retry_timeout_ms,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A configuration the core cannot run with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConfigError {
@@ -333,6 +389,13 @@ pub enum ConfigError {
         stop_allowance_ms: u64,
         takeover_ms: u64,
     },
+    /// `etcd.loop_wait + 2 x etcd.retry_timeout > etcd.ttl`: a master cut off from etcd could
+    /// still accept writes when its lease expires.
+    EtcdLeaseTooShort {
+        ttl_ms: u64,
+        loop_wait_ms: u64,
+        retry_timeout_ms: u64,
+    },
 }
 
 impl std::fmt::Display for ConfigError {
@@ -362,7 +425,7 @@ impl std::fmt::Display for ConfigError {
                 "{key} = {value}: must be a number of seconds between 0 and one year"
             ),
             ConfigError::OutOfBounds { key, value } => {
-                let bounds = crate::settings::find(key).map(|s| s.bounds_text());
+                let bounds = crate::settings::bounds_text(key);
                 write!(f, "{key} = {value}: {}", bounds.unwrap_or_default())
             }
             ConfigError::UnknownKey { key } => {
@@ -394,6 +457,20 @@ impl std::fmt::Display for ConfigError {
                 crate::reason::secs(*probe_interval_ms),
                 crate::reason::secs(*stop_allowance_ms),
                 crate::reason::secs(*takeover_ms)
+            ),
+            ConfigError::EtcdLeaseTooShort {
+                ttl_ms,
+                loop_wait_ms,
+                retry_timeout_ms,
+            } => write!(
+                f,
+                "etcd.loop_wait ({}) + 2 x etcd.retry_timeout (2 x {}) = {} exceeds etcd.ttl ({}): a master cut off from etcd could still accept writes when its lease expires and a replica takes the leader key; lower loop_wait or retry_timeout, or raise ttl (the defaults: 10 + 2 x 10 <= 30)",
+                crate::reason::secs(*loop_wait_ms),
+                crate::reason::secs(*retry_timeout_ms),
+                crate::reason::secs(
+                    loop_wait_ms.saturating_add(retry_timeout_ms.saturating_mul(2))
+                ),
+                crate::reason::secs(*ttl_ms)
             ),
         }
     }

@@ -56,8 +56,8 @@ mod timers;
 mod types;
 
 pub use config::{
-    Config, ConfigError, ConfigWarning, Isolation, MAX_ERROR_COUNT, MAX_PEERS, PeerConfig,
-    SplitBrainRule, Topology,
+    Config, ConfigError, ConfigWarning, EtcdTimings, Isolation, MAX_ERROR_COUNT, MAX_PEERS,
+    PeerConfig, SplitBrainRule, Topology,
 };
 /// Older journal codecs' shapes of [`Config`] and [`Node`], for the journal's decoders only.
 #[doc(hidden)]

@@ -4,37 +4,51 @@
 //! text and docs/configuration.md's `[replication]` table (checked by a test) all read it.
 //! No I/O: parsing a value here is parsing a string or a number already read.
 //!
+//! The etcd mode's timings (issue 13, `[etcd]`) have a table of the same kind,
+//! [`ETCD_SETTINGS`], over [`EtcdTimings`] (not yet part of the journaled [`Config`]); the
+//! shell's parser and docs/configuration.md's `[etcd]` table read it.
+//!
 //! The fast profile of the simulator, the e2e tests and the demo is here too ([`FAST`],
 //! [`Config::fast`], [`fast_toml`]).
 
 use std::fmt;
 
-use crate::config::{Config, ConfigError, Isolation, SplitBrainRule};
+use crate::config::{Config, ConfigError, EtcdTimings, Isolation, SplitBrainRule};
 
 /// One year in milliseconds: the longest duration any setting takes.
 pub const YEAR_MS: u64 = 365 * 86_400_000;
 
-/// How a setting's value is written and stored.
-#[derive(Clone, Copy, Debug)]
-pub enum Field {
+/// How a setting's value is written and stored, in a [`Config`] or (the etcd mode's
+/// timings, [`ETCD_SETTINGS`]) in an [`EtcdTimings`].
+#[derive(Debug)]
+pub enum Field<C: 'static = Config> {
     /// A duration: seconds (fractions allowed) in the file and on the command line,
     /// milliseconds in [`Config`].
     Ms {
-        get: fn(&Config) -> u64,
-        set: fn(&mut Config, u64),
+        get: fn(&C) -> u64,
+        set: fn(&mut C, u64),
     },
     /// A whole number.
     Count {
-        get: fn(&Config) -> u32,
-        set: fn(&mut Config, u32),
+        get: fn(&C) -> u32,
+        set: fn(&mut C, u32),
     },
     /// One of `names`; the field is read and written as an index into them.
     Choice {
         names: &'static [&'static str],
-        get: fn(&Config) -> usize,
-        set: fn(&mut Config, usize),
+        get: fn(&C) -> usize,
+        set: fn(&mut C, usize),
     },
 }
+
+// By hand: a derive would ask `C: Copy`, and `Config` is not (only function pointers to it
+// are stored).
+impl<C> Clone for Field<C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<C> Copy for Field<C> {}
 
 /// A setting's value in the table's terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,32 +71,47 @@ impl fmt::Display for Value {
 }
 
 /// A setting's default.
-#[derive(Clone, Copy, Debug)]
-pub enum DefaultValue {
+#[derive(Debug)]
+pub enum DefaultValue<C: 'static = Config> {
     Fixed(Value),
     /// Derived from the settings before it in [`SETTINGS`]; `doc` says how, for the docs.
     Derived {
-        from: fn(&Config) -> Value,
+        from: fn(&C) -> Value,
         doc: &'static str,
     },
 }
 
-/// One setting of [`Config`] with a configuration key.
-#[derive(Clone, Copy, Debug)]
-pub struct Setting {
+impl<C> Clone for DefaultValue<C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<C> Copy for DefaultValue<C> {}
+
+/// One setting of [`Config`] (or, for the etcd mode, of [`EtcdTimings`]) with a
+/// configuration key.
+#[derive(Debug)]
+pub struct Setting<C: 'static = Config> {
     /// `section.name`, e.g. `replication.connect_timeout`.
     pub key: &'static str,
-    pub field: Field,
+    pub field: Field<C>,
     /// The least and the greatest value: milliseconds for a duration, the count for a count
     /// (unused for a choice).
     pub min: u64,
     pub max: u64,
-    pub default: DefaultValue,
+    pub default: DefaultValue<C>,
     /// What it means, in one line.
     pub doc: &'static str,
 }
 
-impl Setting {
+impl<C> Clone for Setting<C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<C> Copy for Setting<C> {}
+
+impl<C> Setting<C> {
     /// The section of the configuration file (`replication`).
     pub fn section(&self) -> &'static str {
         self.key.split_once('.').map_or("", |(s, _)| s)
@@ -94,7 +123,7 @@ impl Setting {
     }
 
     /// The value `c` has.
-    pub fn get(&self, c: &Config) -> Value {
+    pub fn get(&self, c: &C) -> Value {
         match self.field {
             Field::Ms { get, .. } => Value::Ms(get(c)),
             Field::Count { get, .. } => Value::Count(get(c)),
@@ -106,7 +135,7 @@ impl Setting {
 
     /// Sets the field; a value of another unit, or a name not among the choices, is refused.
     /// Bounds are checked by [`Setting::check`] (and [`Config::validate`]).
-    pub fn set(&self, c: &mut Config, v: Value) -> Result<(), ConfigError> {
+    pub fn set(&self, c: &mut C, v: Value) -> Result<(), ConfigError> {
         match (self.field, v) {
             (Field::Ms { set, .. }, Value::Ms(ms)) => set(c, ms),
             (Field::Count { set, .. }, Value::Count(n)) => set(c, n),
@@ -127,7 +156,7 @@ impl Setting {
     }
 
     /// The value as `pgha explain` shows it: `0.5 s`, `3`, `fence`.
-    pub fn show(&self, c: &Config) -> String {
+    pub fn show(&self, c: &C) -> String {
         match self.get(c) {
             v @ Value::Ms(_) => format!("{v} s"),
             v => v.to_string(),
@@ -210,7 +239,7 @@ impl Setting {
     }
 
     /// The default for a configuration whose earlier settings are as in `c`.
-    pub fn default_in(&self, c: &Config) -> Value {
+    pub fn default_in(&self, c: &C) -> Value {
         match self.default {
             DefaultValue::Fixed(v) => v,
             DefaultValue::Derived { from, .. } => from(c),
@@ -238,6 +267,11 @@ impl Setting {
     /// What the bounds error says must hold.
     pub(crate) fn bounds_text(&self) -> String {
         match self.field {
+            Field::Ms { .. } if self.min > 1 || self.max < YEAR_MS => format!(
+                "must be between {} and {} seconds",
+                Value::Ms(self.min),
+                Value::Ms(self.max)
+            ),
             Field::Ms { .. } if self.min > 0 => "must be greater than 0".into(),
             Field::Ms { .. } => "must be a number of seconds between 0 and one year".into(),
             Field::Count { .. } => format!("must be between {} and {}", self.min, self.max),
@@ -386,6 +420,64 @@ pub static ISOLATION: Setting = Setting {
     doc: "What a two-node master does when its replica has not answered for master_give_up.",
 };
 
+/// The etcd-lease mode's lease TTL (issue 13). At least 2 s: etcd's smallest lease with its
+/// default election timeout is 1.5 s, and it grants whole seconds, rounding a shorter TTL up.
+/// At most an hour: a dead master's key outlives it by up to this much.
+pub static ETCD_TTL: Setting<EtcdTimings> = Setting {
+    key: "etcd.ttl",
+    field: ms!(ttl_ms),
+    min: 2_000,
+    max: 3_600_000,
+    default: DefaultValue::Fixed(Value::Ms(30_000)),
+    doc: "The leader lease's time to live: how long the leader key outlives the master's last renewal.",
+};
+
+pub static ETCD_LOOP_WAIT: Setting<EtcdTimings> = Setting {
+    key: "etcd.loop_wait",
+    field: ms!(loop_wait_ms),
+    min: 100,
+    max: 3_600_000,
+    default: DefaultValue::Fixed(Value::Ms(10_000)),
+    doc: "Time between two renewals of the lease (and reads of the cluster's keys).",
+};
+
+pub static ETCD_RETRY_TIMEOUT: Setting<EtcdTimings> = Setting {
+    key: "etcd.retry_timeout",
+    field: ms!(retry_timeout_ms),
+    min: 100,
+    max: 3_600_000,
+    default: DefaultValue::Fixed(Value::Ms(10_000)),
+    doc: "The bound on one etcd request, over all endpoints tried in turn.",
+};
+
+/// The etcd mode's timings, `[etcd]`'s keys (issue 13), as the shell's parser reads them.
+/// Patroni's defaults (30 / 10 / 10), which meet `loop_wait + 2 x retry_timeout <= ttl`
+/// exactly: see [`EtcdTimings::validate`] and docs/configuration.md.
+pub static ETCD_SETTINGS: [&Setting<EtcdTimings>; 3] =
+    [&ETCD_TTL, &ETCD_LOOP_WAIT, &ETCD_RETRY_TIMEOUT];
+
+/// What the bounds error of the setting with this key (in [`SETTINGS`] or
+/// [`ETCD_SETTINGS`]) says must hold.
+pub fn bounds_text(key: &str) -> Option<String> {
+    match find(key) {
+        Some(s) => Some(s.bounds_text()),
+        None => ETCD_SETTINGS
+            .iter()
+            .find(|s| s.key == key)
+            .map(|s| s.bounds_text()),
+    }
+}
+
+/// Sets every setting of `table` that `given` does not name to its default, in table order.
+fn fill_defaults<C>(table: &[&Setting<C>], c: &mut C, given: impl Fn(&Setting<C>) -> bool) {
+    for s in table {
+        if !given(s) {
+            let v = s.default_in(c);
+            let _ = s.set(c, v);
+        }
+    }
+}
+
 /// Every setting with a configuration key, in the order of their defaults (a derived default
 /// follows the settings it derives from).
 pub static SETTINGS: [&Setting; 9] = [
@@ -434,12 +526,14 @@ impl Config {
 
     /// Sets every setting that `given` does not name to its default, in [`SETTINGS`] order.
     pub fn fill_defaults(&mut self, given: impl Fn(&Setting) -> bool) {
-        for s in SETTINGS {
-            if !given(s) {
-                let v = s.default_in(self);
-                let _ = s.set(self, v);
-            }
-        }
+        fill_defaults(&SETTINGS, self, given);
+    }
+}
+
+impl EtcdTimings {
+    /// Sets every timing that `given` does not name to its default.
+    pub fn fill_defaults(&mut self, given: impl Fn(&Setting<EtcdTimings>) -> bool) {
+        fill_defaults(&ETCD_SETTINGS, self, given);
     }
 }
 

@@ -229,18 +229,24 @@ fn main() -> ExitCode {
 fn check_config(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok((c, warnings)) => {
-            println!(
-                "{}: valid (node {}, index {}, {} peer(s))",
-                path.display(),
-                c.node.name,
-                c.index,
-                c.peers.len()
-            );
+            match &c.etcd {
+                None => println!(
+                    "{}: valid (node {}, index {}, {} peer(s))",
+                    path.display(),
+                    c.node.name,
+                    c.index,
+                    c.peers.len()
+                ),
+                Some(e) => print_etcd(path, &c, e),
+            }
             for w in warnings {
                 println!("warning: {w}");
             }
             for t in config::tradeoffs(&c) {
                 println!("note: {t}");
+            }
+            if c.etcd.is_some() {
+                println!("note: {ETCD_NOT_BUILT}: `pgha run` refuses this file (exit 2)");
             }
             ExitCode::SUCCESS
         }
@@ -249,6 +255,37 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Why `pgha run` refuses a file with `[etcd]`: a cluster must not look lease-protected
+/// while the mode is not there.
+const ETCD_NOT_BUILT: &str = "etcd mode is not built yet (issue 13)";
+
+/// `pgha check-config`'s account of an etcd-mode file: what the mode will run with.
+fn print_etcd(path: &std::path::Path, c: &config::FileConfig, e: &config::EtcdSettings) {
+    use pgha_core::reason::secs;
+    let endpoints: Vec<String> = e.endpoints.iter().map(|a| a.to_string()).collect();
+    println!(
+        "{}: valid (node {}, etcd mode, {} peer(s) listed)",
+        path.display(),
+        c.node.name,
+        c.peers.len()
+    );
+    println!(
+        "etcd: cluster {:?} (keys under {}), endpoints {}; ttl {}, loop_wait {}, \
+         retry_timeout {}; primary_dc {:?} (written to etcd at bootstrap only)",
+        e.cluster,
+        e.prefix(),
+        endpoints.join(", "),
+        secs(e.timings.ttl_ms),
+        secs(e.timings.loop_wait_ms),
+        secs(e.timings.retry_timeout_ms),
+        e.primary_dc
+    );
+    println!(
+        "member: dc {:?}, priority {}, nofailover {}",
+        c.member.dc, c.member.priority, c.member.nofailover
+    );
 }
 
 /// The API endpoint of `pgha recover [--force]`.
@@ -303,6 +340,15 @@ fn run(path: &std::path::Path, kind: RuntimeKind) -> ExitCode {
         Ok(c) => Arc::new(c),
         Err(code) => return code,
     };
+    if cfg.etcd.is_some() {
+        eprintln!(
+            "pgha: {}: {ETCD_NOT_BUILT}: the [etcd] section is parsed and checked (`pgha \
+             check-config`), but pgha does not run with it, so that no cluster is believed \
+             lease-protected; remove [etcd] to run in the two-node or star mode",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
     // The data dir must be usable (empty or a cluster, writable): checked before anything
     // starts, rather than failing (or destroying foreign files) later.
     if let Err(e) = effectors::pg::preflight(&cfg) {

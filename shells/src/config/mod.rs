@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod api;
+mod etcd;
 mod hooks;
 mod journal;
 mod node;
@@ -19,10 +20,13 @@ mod routing;
 mod secrets;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_etcd;
 
 pub use api::{ApiSettings, read_token};
+pub use etcd::EtcdSettings;
 pub use hooks::Hooks;
-pub use node::{Endpoint, find_bin_dir};
+pub use node::{Endpoint, Member, find_bin_dir};
 pub use postgres::{PgSettings, Timeouts};
 pub use replication::tradeoffs;
 pub use routing::{HaproxySettings, PgbouncerSettings, VipSettings};
@@ -61,6 +65,7 @@ struct RawFile {
     hooks: Option<hooks::RawHooks>,
     #[serde(default)]
     api: api::RawApi,
+    etcd: Option<etcd::RawEtcd>,
 }
 
 /// The most bytes a configuration file may have.
@@ -70,7 +75,13 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct FileConfig {
     pub node: Endpoint,
+    /// `node.index` (0 when an etcd-mode file omits it).
     pub index: u32,
+    /// `node.dc`, `priority`, `nofailover`: what this node publishes in the etcd mode.
+    pub member: Member,
+    /// `[etcd]`: the etcd-lease mode (issue 13), not built yet: `pgha run` refuses a file
+    /// with it.
+    pub etcd: Option<EtcdSettings>,
     pub data_dir: PathBuf,
     pub bin_dir: PathBuf,
     pub peers: Vec<Endpoint>,
@@ -140,7 +151,10 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
         let msg = e.to_string();
         err(file, msg.trim_end().to_string())
     })?;
-    let (node, peers, peer_cfgs) = node::endpoints(file, &raw.node, &raw.peers)?;
+    let etcd = raw.etcd.as_ref().map(|e| etcd::etcd(file, e)).transpose()?;
+    let index = node::index(file, &raw.node, etcd.is_some())?;
+    let member = node::member(file, &raw.node, etcd.is_some())?;
+    let (node, peers, peer_cfgs) = node::endpoints(file, &raw.node, index, &raw.peers)?;
     let routing = replication::Routing {
         vip: raw.vip.is_some(),
         proxy: raw.pgbouncer.is_some(),
@@ -149,13 +163,24 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
             .as_ref()
             .is_some_and(|h| h.on_role_change.is_some()),
     };
-    let (core, warnings) = replication::core(
+    let (core, mut warnings) = replication::core(
         file,
         &raw.replication,
-        (&node.name, raw.node.index),
+        (&node.name, index),
         peer_cfgs,
         routing,
+        etcd.is_some(),
     )?;
+    if let Some(e) = &etcd
+        && !e.primary_dc_given
+        && member.dc != e.primary_dc
+    {
+        warnings.push(format!(
+            "etcd.primary_dc is not set (default {:?}) but node.dc = {:?}: a cluster \
+             bootstrapped by this node would let no replica outside data centre {:?} take over",
+            e.primary_dc, member.dc, e.primary_dc
+        ));
+    }
     // Paths: the data dir's parent must exist, the data dir (when present) be a readable
     // directory, the journal's directory exist, and PostgreSQL's programs be there.
     let data_dir = node::data_dir(file, &raw.node)?;
@@ -172,7 +197,9 @@ pub fn parse(file: &Path, text: &str) -> Result<(FileConfig, Vec<String>), Confi
     Ok((
         FileConfig {
             node,
-            index: raw.node.index,
+            index,
+            member,
+            etcd,
             data_dir,
             bin_dir,
             peers,

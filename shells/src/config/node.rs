@@ -13,12 +13,17 @@ use super::{ConfigError, check_parent, err};
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNode {
     pub(super) name: String,
-    pub(super) index: u32,
+    /// Required without `[etcd]` (see [`index`]).
+    pub(super) index: Option<u32>,
     pub(super) data_dir: PathBuf,
     pub(super) bin_dir: Option<PathBuf>,
     pub(super) host: String,
     pub(super) port: u16,
     pub(super) api: String,
+    /// The etcd mode's keys (see [`member`]).
+    pub(super) dc: Option<String>,
+    pub(super) priority: Option<i32>,
+    pub(super) nofailover: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,11 +45,70 @@ pub struct Endpoint {
     pub api: SocketAddr,
 }
 
+/// What this node publishes to the other members in the etcd mode (issue 13): `[node]`'s
+/// `dc`, `priority` and `nofailover`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its data centre: only replicas in the cluster's primary one may take over.
+    pub dc: String,
+    /// Among equally advanced replicas, the higher priority takes over.
+    pub priority: i32,
+    /// Never take over (it still replicates).
+    pub nofailover: bool,
+}
+
+/// `node.index`: required without `[etcd]` (it decides who bootstraps and staggers the grace
+/// wait); optional in the etcd mode, where bootstrap races on an etcd key (0 when absent).
+pub(super) fn index(file: &Path, raw_node: &RawNode, etcd: bool) -> Result<u32, ConfigError> {
+    match raw_node.index {
+        Some(ix) => Ok(ix),
+        None if etcd => Ok(0),
+        None => Err(err(
+            file,
+            "missing field `index` in [node]: the bootstrap order (0 inits the first master); \
+             only the etcd mode ([etcd]) goes without it",
+        )),
+    }
+}
+
+/// `node.dc`, `node.priority`, `node.nofailover`: the etcd mode's. Without `[etcd]` they
+/// would do nothing (the two-node mode's replica fails over whatever they say), so giving one
+/// there is an error rather than a setting silently ignored.
+pub(super) fn member(file: &Path, raw_node: &RawNode, etcd: bool) -> Result<Member, ConfigError> {
+    if !etcd {
+        let given = [
+            ("dc", raw_node.dc.is_some()),
+            ("priority", raw_node.priority.is_some()),
+            ("nofailover", raw_node.nofailover.is_some()),
+        ];
+        if let Some((key, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(err(
+                file,
+                format!(
+                    "node.{key} is a setting of the etcd mode and does nothing without an [etcd] \
+                     section: remove it, or configure [etcd]"
+                ),
+            ));
+        }
+    }
+    let dc = raw_node
+        .dc
+        .clone()
+        .unwrap_or_else(|| super::etcd::DEFAULT_DC.into());
+    super::etcd::check_name(file, "node.dc", &dc)?;
+    Ok(Member {
+        dc,
+        priority: raw_node.priority.unwrap_or(0),
+        nofailover: raw_node.nofailover.unwrap_or(false),
+    })
+}
+
 /// This node's endpoint, the peers' (with their bootstrap indexes: given, or 0, 1, 2, ... in
-/// file order skipping this node's), and no port clash among them.
+/// file order skipping this node's `index`), and no port clash among them.
 pub(super) fn endpoints(
     file: &Path,
     raw_node: &RawNode,
+    index: u32,
     raw_peers: &[RawPeer],
 ) -> Result<(Endpoint, Vec<Endpoint>, Vec<PeerConfig>), ConfigError> {
     let node = Endpoint {
@@ -77,7 +141,7 @@ pub(super) fn endpoints(
         let index = match p.index {
             Some(ix) => ix,
             None => {
-                if next_index == raw_node.index {
+                if next_index == index {
                     next_index += 1;
                 }
                 let ix = next_index;

@@ -165,9 +165,23 @@ pub(super) fn core(
     node: (&str, u32),
     peer_cfgs: Vec<PeerConfig>,
     routing: Routing,
+    etcd: bool,
 ) -> Result<(pgha_core::Config, Vec<String>), ConfigError> {
     let peers = peer_cfgs.len();
-    let topology = topology(file, repl, peers)?;
+    if etcd && !repl.enabled {
+        return Err(err(
+            file,
+            "replication.enabled = false with an [etcd] section: the etcd mode replicates; set \
+             enabled = true, or remove [etcd] for a standalone master",
+        ));
+    }
+    let topology = match topology(file, repl, peers)? {
+        // The etcd mode finds its members through etcd and needs no [[peers]]. Until the mode
+        // exists (`pgha run` refuses [etcd]) the core's configuration only stands in for
+        // `pgha status` and friends: with no peers, this node alone.
+        Topology::Star if etcd && peers == 0 && repl.topology.is_none() => Topology::Standalone,
+        t => t,
+    };
     let mut core = pgha_core::Config::new(
         node.0,
         node.1,
