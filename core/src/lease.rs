@@ -761,11 +761,15 @@ impl Lease {
 
     fn reply(&mut self, now: Timestamp, id: RequestId, reply: EtcdReply) {
         let Some((sent, awaited)) = self.take(id) else {
-            // Too late to know when it was sent. A lease granted meanwhile is nobody's.
-            if let EtcdReply::Granted { lease, .. } = reply
-                && self.lease != Some(lease)
-            {
-                self.send(now, Kind::Revoke, LeaseOp::Revoke { lease });
+            // Too late to know when it was sent: it extends nothing. What it saw of the key
+            // still counts (if not older than what is known); a lease granted meanwhile is
+            // nobody's.
+            match reply {
+                EtcdReply::TxnFailed { key } | EtcdReply::Key(key) => self.observe(key),
+                EtcdReply::Granted { lease, .. } if self.lease != Some(lease) => {
+                    self.send(now, Kind::Revoke, LeaseOp::Revoke { lease });
+                }
+                _ => {}
             }
             return;
         };

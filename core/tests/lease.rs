@@ -676,3 +676,54 @@ fn a_key_with_this_nodes_name_is_led_only_after_a_renewal_confirms_it() {
     b.serve(&mut etcd, now);
     assert!(etcd.key.is_none());
 }
+
+#[test]
+fn with_patronis_timings_a_keepalive_lost_for_a_whole_retry_timeout_is_sent_again_at_the_next_round()
+ {
+    let c = LeaseConfig {
+        ttl_ms: 30 * SEC,
+        loop_wait_ms: 10 * SEC,
+        retry_timeout_ms: 10 * SEC,
+        margin_ms: 2 * SEC,
+    };
+    let mut lease = Lease::new(c, name("db0"));
+    lease.handle(Timestamp(0), LeaseEvent::Start);
+    let grant = match lease.poll_output() {
+        Some(LeaseOutput::Command(c)) => c,
+        o => panic!("{o:?}"),
+    };
+    while lease.poll_output().is_some() {}
+    let reply = EtcdReply::Granted {
+        lease: LeaseId(1),
+        ttl_ms: c.ttl_ms,
+    };
+    lease.handle(
+        Timestamp(5),
+        LeaseEvent::Reply {
+            id: grant.id,
+            reply,
+        },
+    );
+    while lease.poll_output().is_some() {}
+    assert_eq!(
+        lease.deadline(),
+        Timestamp(28 * SEC),
+        "from the grant's send time"
+    );
+    let mut keepalives = Vec::new();
+    let mut now = 0;
+    while now < 28 * SEC {
+        now = lease.poll_timeout().unwrap().as_millis();
+        lease.handle_timeout(Timestamp(now));
+        while let Some(o) = lease.poll_output() {
+            if let LeaseOutput::Command(LeaseCommand {
+                op: LeaseOp::KeepAlive { .. },
+                ..
+            }) = o
+            {
+                keepalives.push(now);
+            }
+        }
+    }
+    assert_eq!(keepalives[..2], [10 * SEC, 20 * SEC]);
+}
