@@ -207,6 +207,12 @@ fn the_holder_stops_writing_before_send_time_plus_ttl_even_when_every_renewal_an
     let (mut etcd, mut now) = (Etcd::default(), 0);
     let mut a = holder(&mut etcd, &mut now);
     let last_ok = *a.renewed.last().unwrap();
+    let timers = a.lease.timers();
+    assert_eq!(
+        timers.get(LeaseTimer::StopWriting),
+        Some(a.lease.deadline())
+    );
+    assert_eq!(timers.next_deadline(), a.lease.poll_timeout());
     // From now on etcd processes every request, but no answer comes back.
     let stop_at = loop {
         for (_, c) in a.pending.drain(..) {
