@@ -130,9 +130,11 @@ impl LeaseConfig {
         (self.loop_wait_ms / 4).clamp(100, 1000)
     }
 
-    /// Checks the timings: `loop_wait + 2 × retry_timeout <= ttl` (one failed attempt and a
-    /// retry fit in a TTL), `margin > 0`, and `loop_wait + retry_timeout + margin < ttl` (a
-    /// healthy holder's renewal is answered before its deadline).
+    /// Checks the timings: `loop_wait + 2 × retry_timeout <= ttl` (the `[etcd]` rule,
+    /// `EtcdTimings`), `margin > 0`, and `loop_wait + retry_timeout + margin <= ttl` (a
+    /// healthy holder's renewal is answered by its deadline; an answer at the deadline itself
+    /// still counts, since an input is applied before the deadline is checked). `margin = retry_timeout` with `ttl = loop_wait + 2 × retry_timeout` puts the
+    /// deadline at `loop_wait + retry_timeout` after the last successful renewal was sent.
     pub fn validate(&self) -> Result<(), LeaseConfigError> {
         let c = self;
         if c.loop_wait_ms == 0 || c.retry_timeout_ms == 0 {
@@ -148,7 +150,7 @@ impl LeaseConfig {
             || c.loop_wait_ms
                 .saturating_add(c.retry_timeout_ms)
                 .saturating_add(c.margin_ms)
-                >= c.ttl_ms
+                > c.ttl_ms
         {
             return Err(LeaseConfigError::Margin);
         }
@@ -163,7 +165,7 @@ pub enum LeaseConfigError {
     Zero,
     /// `loop_wait + 2 × retry_timeout > ttl`.
     TtlTooShort,
-    /// The margin is zero, or `loop_wait + retry_timeout + margin >= ttl`.
+    /// The margin is zero, or `loop_wait + retry_timeout + margin > ttl`.
     Margin,
 }
 
@@ -175,7 +177,7 @@ impl std::fmt::Display for LeaseConfigError {
                 "etcd.loop_wait + 2 x etcd.retry_timeout must not exceed etcd.ttl"
             }
             LeaseConfigError::Margin => {
-                "the stop margin must be positive and etcd.loop_wait + etcd.retry_timeout + margin less than etcd.ttl"
+                "the stop margin must be positive and etcd.loop_wait + etcd.retry_timeout + margin must not exceed etcd.ttl"
             }
         })
     }

@@ -497,8 +497,9 @@ fn the_lease_timings_are_checked() {
         c(30_000, 11_000, 10_000, 2_000).validate(),
         Err(LeaseConfigError::TtlTooShort)
     );
+    assert_eq!(c(30_000, 10_000, 10_000, 10_000).validate(), Ok(()));
     assert_eq!(
-        c(30_000, 10_000, 10_000, 10_000).validate(),
+        c(30_000, 10_000, 10_000, 10_001).validate(),
         Err(LeaseConfigError::Margin)
     );
     assert_eq!(
