@@ -6,6 +6,10 @@
 //! split-brain stop and the operator's `recover`. It never does I/O, reads a clock, spawns a
 //! thread, draws a random number or iterates a hash map; `clippy.toml` forbids them.
 //!
+//! The etcd-lease mode's decisions (issue 13, being built) live in [`lease`]: the leader key's
+//! lease, timed from when each renewal was sent, and the choice of the failover candidate; a
+//! sans-IO state machine of its own, not yet wired into [`Node`].
+//!
 //! ## The determinism contract
 //!
 //! The outputs of a [`Node`] depend only on its [`Config`] and the sequence of calls made on it
@@ -49,6 +53,7 @@
 //! [`ProbeResult::Timeout`] at that deadline, whatever the shell later reports for it.
 
 mod config;
+pub mod lease;
 mod node;
 pub mod reason;
 pub mod settings;

@@ -235,3 +235,160 @@ fn the_counting_allocator_does_count() {
     drop(v);
     assert!(ALLOCATIONS.with(Cell::get) >= 1);
 }
+
+/// Drives a lease for `rounds` renewal rounds, etcd answering at once with `answer`, and
+/// returns the allocations counted while doing it (the candidate choice runs every round).
+fn lease_steady(
+    lease: &mut lease::Lease,
+    now: &mut u64,
+    rounds: u32,
+    answer: impl Fn(lease::LeaseOp) -> lease::EtcdReply,
+) -> u64 {
+    use lease::*;
+    let name = |s| Name::new(s).unwrap();
+    let members = [0, 1, 2].map(|i| MemberRecord {
+        name: name(["db0", "db1", "db2"][i]),
+        dc: name(if i == 2 { "west" } else { "east" }),
+        nofailover: false,
+        priority: i as i32,
+        timeline: 1,
+        received_lsn: Lsn(100),
+        replayed_lsn: Lsn(90),
+    });
+    let rules = FailoverRules {
+        primary_dc: name("east"),
+        master_lsn: Lsn(100),
+        maximum_lag: 10,
+    };
+    let mut ring: [Option<LeaseCommand>; 16] = [None; 16];
+    let (mut head, mut tail) = (0usize, 0usize);
+    ALLOCATIONS.with(|a| a.set(0));
+    COUNTING.with(|c| c.set(true));
+    for _ in 0..rounds {
+        loop {
+            while let Some(o) = lease.poll_output() {
+                match o {
+                    LeaseOutput::Command(c) => {
+                        ring[tail % 16] = Some(c);
+                        tail += 1;
+                    }
+                    LeaseOutput::Decision(d) => panic!("steady state decided {d:?}"),
+                }
+            }
+            if head == tail {
+                break;
+            }
+            let c = ring[head % 16].take().unwrap();
+            head += 1;
+            *now += 2;
+            let reply = answer(c.op);
+            lease.handle(Timestamp(*now), LeaseEvent::Reply { id: c.id, reply });
+        }
+        let chosen = choose_candidate(&members, &rules).map(|m| m.name);
+        assert_eq!(chosen, Ok(name("db1")));
+        *now = lease.poll_timeout().expect("a round is due").as_millis();
+        lease.handle_timeout(Timestamp(*now));
+    }
+    COUNTING.with(|c| c.set(false));
+    ALLOCATIONS.with(Cell::get)
+}
+
+/// Answers a lease's requests (and those they lead to) at `now` until it asks nothing more,
+/// returning its decisions.
+fn lease_settle(
+    lease: &mut lease::Lease,
+    now: u64,
+    answer: impl Fn(lease::LeaseOp) -> lease::EtcdReply,
+) -> Vec<lease::LeaseDecision> {
+    let mut work = std::collections::VecDeque::new();
+    let mut decisions = Vec::new();
+    loop {
+        while let Some(o) = lease.poll_output() {
+            match o {
+                lease::LeaseOutput::Command(c) => work.push_back(c),
+                lease::LeaseOutput::Decision(d) => decisions.push(d),
+            }
+        }
+        let Some(c) = work.pop_front() else {
+            return decisions;
+        };
+        let reply = answer(c.op);
+        lease.handle(Timestamp(now), lease::LeaseEvent::Reply { id: c.id, reply });
+    }
+}
+
+#[test]
+fn a_lease_holder_and_a_follower_in_steady_state_allocate_nothing() {
+    use lease::*;
+    let config = LeaseConfig {
+        ttl_ms: 10_000,
+        loop_wait_ms: 2_000,
+        retry_timeout_ms: 3_000,
+        margin_ms: 1_000,
+    };
+    let me = Name::new("db0").unwrap();
+    let revision = Cell::new(10);
+    let holder_answers = |op| match op {
+        LeaseOp::Grant { ttl_ms } => EtcdReply::Granted {
+            lease: LeaseId(1),
+            ttl_ms,
+        },
+        LeaseOp::KeepAlive { .. } => EtcdReply::Alive { ttl_ms: 10_000 },
+        LeaseOp::ReadKey => EtcdReply::Key(LeaderKey::Absent {
+            revision: revision.get(),
+        }),
+        _ => {
+            revision.set(revision.get() + 1);
+            EtcdReply::TxnSucceeded {
+                revision: revision.get(),
+            }
+        }
+    };
+    let mut holder = Lease::new(config, me);
+    holder.handle(Timestamp(0), LeaseEvent::Candidate(true));
+    holder.handle(Timestamp(0), LeaseEvent::Start);
+    let taken = lease_settle(&mut holder, 1, holder_answers);
+    assert!(
+        matches!(
+            taken[..],
+            [
+                LeaseDecision::NoLeader { .. },
+                LeaseDecision::MayLead { .. }
+            ]
+        ),
+        "{taken:?}"
+    );
+    let mut now = 1;
+    assert_eq!(
+        lease_steady(&mut holder, &mut now, 10_000, holder_answers),
+        0,
+        "holder allocated"
+    );
+    assert!(holder.may_write());
+
+    let follower_answers = |op| match op {
+        LeaseOp::Grant { ttl_ms } => EtcdReply::Granted {
+            lease: LeaseId(2),
+            ttl_ms,
+        },
+        LeaseOp::KeepAlive { .. } => EtcdReply::Alive { ttl_ms: 10_000 },
+        _ => EtcdReply::Key(LeaderKey::Held {
+            holder: me,
+            revision: 10,
+        }),
+    };
+    let mut follower = Lease::new(config, Name::new("db1").unwrap());
+    follower.handle(Timestamp(0), LeaseEvent::Start);
+    let seen = lease_settle(&mut follower, 1, follower_answers);
+    assert!(
+        matches!(seen[..], [LeaseDecision::LeaderIs { name, .. }] if name == me),
+        "{seen:?}"
+    );
+    let mut now = 1;
+    assert_eq!(
+        lease_steady(&mut follower, &mut now, 10_000, follower_answers),
+        0,
+        "follower allocated"
+    );
+    assert!(!follower.may_write());
+}
