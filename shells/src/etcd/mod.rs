@@ -31,6 +31,9 @@ use serde_json::{Value, json};
 
 use crate::client::{Broken, CallError, Target, exchange};
 
+pub mod effector;
+pub mod runner;
+
 /// The largest reply read from etcd: a range of the cluster's keys (a member record is a few
 /// hundred bytes, a cluster has at most a few dozen keys) fits many times over.
 pub const MAX_REPLY: usize = 4 << 20;
@@ -210,8 +213,9 @@ pub fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("etcd endpoint {s:?}: resolves to no address"))
 }
 
-/// A client of one etcd cluster through its JSON gateway.
-#[derive(Debug)]
+/// A client of one etcd cluster through its JSON gateway. A clone carries on from the same
+/// endpoint and raft term (one per request in flight); [`Gateway::saw_term`] merges back.
+#[derive(Debug, Clone)]
 pub struct Gateway {
     endpoints: Vec<SocketAddr>,
     retry_timeout: Duration,
@@ -236,6 +240,11 @@ impl Gateway {
     /// The highest raft term seen.
     pub fn term(&self) -> u64 {
         self.term
+    }
+
+    /// A raft term seen by a clone: replies from older terms are not believed from now on.
+    pub fn saw_term(&mut self, term: u64) {
+        self.term = self.term.max(term);
     }
 
     /// One gateway call: each endpoint in turn, from the last that answered, until one gives
@@ -574,3 +583,6 @@ fn op_json(op: &Op) -> Value {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod lease_tests;

@@ -12,12 +12,12 @@ use super::*;
 
 /// A server that answers each connection with the next scripted reply (status, JSON body),
 /// and records the request bodies.
-struct Scripted {
-    addr: SocketAddr,
-    handle: JoinHandle<Vec<String>>,
+pub(super) struct Scripted {
+    pub(super) addr: SocketAddr,
+    pub(super) handle: JoinHandle<Vec<String>>,
 }
 
-fn scripted(replies: Vec<(u16, &'static str)>) -> Scripted {
+pub(super) fn scripted(replies: Vec<(u16, &'static str)>) -> Scripted {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let handle = std::thread::spawn(move || {
@@ -71,13 +71,13 @@ fn scripted(replies: Vec<(u16, &'static str)>) -> Scripted {
     Scripted { addr, handle }
 }
 
-fn header(term: u64) -> String {
+pub(super) fn header(term: u64) -> String {
     format!(
         r#""header":{{"cluster_id":"14841639068965178418","member_id":"10276657743932975437","revision":"7","raft_term":"{term}"}}"#
     )
 }
 
-fn leak(s: String) -> &'static str {
+pub(super) fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
@@ -259,10 +259,10 @@ fn a_prefix_range_ends_after_the_last_key_under_the_prefix() {
 }
 
 /// A one-member etcd on loopback with a temporary data dir, stopped by PID on drop.
-struct Etcd {
-    child: Child,
-    dir: std::path::PathBuf,
-    client: SocketAddr,
+pub(super) struct Etcd {
+    pub(super) child: Child,
+    pub(super) dir: std::path::PathBuf,
+    pub(super) client: SocketAddr,
 }
 
 impl Drop for Etcd {
@@ -293,7 +293,7 @@ fn etcd_binary() -> &'static str {
         .expect("etcd not found: scripts/test installs Debian's etcd-server")
 }
 
-fn start_etcd() -> Etcd {
+pub(super) fn start_etcd() -> Etcd {
     let (cp, pp) = (free_port(), free_port());
     let dir = std::env::temp_dir().join(format!("pgha-etcd-test-{}-{cp}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,0 +1,398 @@
+//! The effector against scripted gateway replies, and the core's lease machine driven by
+//! [`Runner`] against a real etcd with the wall clock (started by the test, stopped by PID).
+//! Every wait is bounded; assertions are orderings and generous bounds, never speed.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pgha_core::Timestamp;
+use pgha_core::lease::{
+    EtcdFault, EtcdReply, LeaderKey, LeaseCommand, LeaseConfig, LeaseDecision, LeaseEvent, LeaseId,
+    LeaseOp, Name, RequestId, StopReason,
+};
+
+use super::effector::{Effector, fault, leader_key};
+use super::runner::{Logged, Runner};
+use super::tests::{Etcd, header, leak, scripted, start_etcd};
+use super::*;
+
+fn name(s: &str) -> Name {
+    Name::new(s).unwrap()
+}
+
+fn effector(endpoints: &[SocketAddr], me: &str) -> Effector {
+    let g = Gateway::new(endpoints.to_vec(), Duration::from_secs(2));
+    Effector::new(g, "t", name(me))
+}
+
+fn run(e: &mut Effector, op: LeaseOp) -> EtcdReply {
+    let id = RequestId(7);
+    match e.run(LeaseCommand { id, op }).0 {
+        LeaseEvent::Reply { id: got, reply } => {
+            assert_eq!(got, id, "the reply names its request");
+            reply
+        }
+        other => panic!("not a reply: {other:?}"),
+    }
+}
+
+#[test]
+fn the_effector_maps_a_keepalive_without_ttl_to_gone_and_a_failed_renewal_to_the_holder_read() {
+    let gone = leak(format!(r#"{{"result":{{{},"ID":"9"}}}}"#, header(2)));
+    let failed = leak(format!(
+        r#"{{{},"responses":[{{"response_range":{{"kvs":[{{"key":"{}","mod_revision":"6","value":"{}"}}]}}}}]}}"#,
+        header(2),
+        B64.encode(leader_key("t")),
+        B64.encode("db1"),
+    ));
+    let garbage = leak(format!(
+        r#"{{{},"kvs":[{{"key":"{}","mod_revision":"8","value":"{}"}}]}}"#,
+        header(2),
+        B64.encode(leader_key("t")),
+        B64.encode("\u{1}not a name"),
+    ));
+    let absent = leak(format!(r#"{{{}}}"#, header(2)));
+    let s = scripted(vec![
+        (200, gone),
+        (200, failed),
+        (200, garbage),
+        (200, absent),
+    ]);
+    let mut e = effector(&[s.addr], "db0");
+    let lease = LeaseId(9);
+    assert_eq!(run(&mut e, LeaseOp::KeepAlive { lease }), EtcdReply::Gone);
+    assert_eq!(
+        run(&mut e, LeaseOp::Renew { lease }),
+        EtcdReply::TxnFailed {
+            key: LeaderKey::Held {
+                holder: name("db1"),
+                revision: 6
+            }
+        }
+    );
+    assert_eq!(
+        run(&mut e, LeaseOp::ReadKey),
+        EtcdReply::Key(LeaderKey::Unreadable { revision: 8 }),
+        "a value that is not a member name is unreadable, not anybody's"
+    );
+    assert_eq!(
+        run(&mut e, LeaseOp::ReadKey),
+        EtcdReply::Key(LeaderKey::Absent { revision: 7 }),
+        "an absent key is seen at the reply's store revision"
+    );
+    let bodies = s.handle.join().unwrap();
+    let renew: Value = serde_json::from_str(&bodies[1]).unwrap();
+    assert_eq!(renew["compare"][0]["target"], "VALUE");
+    assert_eq!(renew["compare"][0]["value"], B64.encode("db0"));
+    assert_eq!(
+        renew["success"][0]["request_put"]["key"],
+        B64.encode("/pgha/t/leader")
+    );
+    assert_eq!(
+        renew["success"][0]["request_put"]["value"],
+        B64.encode("db0")
+    );
+    assert_eq!(
+        renew["failure"][0]["request_range"]["key"],
+        B64.encode("/pgha/t/leader")
+    );
+}
+
+#[test]
+fn the_effector_maps_errors_to_could_not_tell_never_to_lost() {
+    let refused = r#"{"error":"etcdserver: requested lease not found","code":5}"#;
+    let s = scripted(vec![(404, refused)]);
+    let mut e = effector(&[s.addr], "db0");
+    assert_eq!(
+        run(&mut e, LeaseOp::Acquire { lease: LeaseId(3) }),
+        EtcdReply::Error(EtcdFault::Refused)
+    );
+    s.handle.join().unwrap();
+
+    // Nothing listens: unreachable, within the retry timeout.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = dead.local_addr().unwrap();
+    drop(dead);
+    let mut e = Effector::new(
+        Gateway::new(vec![addr], Duration::from_millis(300)),
+        "t",
+        name("db0"),
+    );
+    for op in [
+        LeaseOp::KeepAlive { lease: LeaseId(3) },
+        LeaseOp::Renew { lease: LeaseId(3) },
+        LeaseOp::ReadKey,
+    ] {
+        assert_eq!(run(&mut e, op), EtcdReply::Error(EtcdFault::Unreachable));
+    }
+
+    let stale = |term| EtcdError::StaleTerm {
+        endpoint: addr,
+        term,
+        seen: 5,
+    };
+    assert_eq!(
+        fault(&EtcdError::AllFailed {
+            tried: vec![stale(3), stale(4)]
+        }),
+        EtcdFault::StaleTerm,
+        "only stale members answered"
+    );
+    assert_eq!(
+        fault(&EtcdError::AllFailed {
+            tried: vec![
+                stale(3),
+                EtcdError::Unreachable {
+                    endpoint: addr,
+                    why: "x".into()
+                }
+            ]
+        }),
+        EtcdFault::Unreachable
+    );
+}
+
+/// etcd's minimum TTL (2 s with default election timeouts); `loop_wait + 2 × retry_timeout
+/// <= ttl` and `loop_wait + retry_timeout + margin <= ttl`.
+const CONFIG: LeaseConfig = LeaseConfig {
+    ttl_ms: 2000,
+    loop_wait_ms: 500,
+    retry_timeout_ms: 700,
+    margin_ms: 600,
+};
+
+/// Every wait in these tests ends within this.
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn runner(etcd: &Etcd, me: &str, epoch: Instant) -> Runner {
+    let g = Gateway::new(
+        vec![etcd.client],
+        Duration::from_millis(CONFIG.retry_timeout_ms),
+    );
+    let mut r = Runner::new(CONFIG, name(me), Effector::new(g, "t", name(me)), epoch);
+    r.handle(LeaseEvent::Start);
+    r.handle(LeaseEvent::Candidate(true));
+    r
+}
+
+/// Steps the runners in turn until `done`, at most [`LIMIT`].
+fn until(rs: &mut [&mut Runner], what: &str, mut done: impl FnMut(&[&mut Runner]) -> bool) {
+    let start = Instant::now();
+    while !done(rs) {
+        assert!(start.elapsed() < LIMIT, "not within {LIMIT:?}: {what}");
+        for r in rs.iter_mut() {
+            r.step(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Steps the runners for `d`.
+fn for_a_while(rs: &mut [&mut Runner], d: Duration) {
+    let start = Instant::now();
+    until(rs, "a bounded wait", |_| start.elapsed() >= d);
+}
+
+/// The first decision from log entry `from` on that `pick` accepts.
+fn first(
+    r: &Runner,
+    from: usize,
+    pick: impl Fn(&LeaseDecision) -> bool,
+) -> Option<(Timestamp, LeaseDecision)> {
+    r.decisions(from).find(|(_, d)| pick(d))
+}
+
+fn may_lead(d: &LeaseDecision) -> bool {
+    matches!(d, LeaseDecision::MayLead { .. })
+}
+
+fn leader_is(who: Name) -> impl Fn(&LeaseDecision) -> bool {
+    move |d| matches!(d, LeaseDecision::LeaderIs { name, .. } if *name == who)
+}
+
+/// Two machines race on one etcd: returns (winner, loser) once the loser names the winner.
+fn race(etcd: &Etcd) -> (Runner, Runner) {
+    let epoch = Instant::now();
+    let mut a = runner(etcd, "db0", epoch);
+    let mut b = runner(etcd, "db1", epoch);
+    until(
+        &mut [&mut a, &mut b],
+        "one leads, the other names it",
+        |rs| {
+            let (a, b) = (&rs[0], &rs[1]);
+            (first(a, 0, may_lead).is_some() && first(b, 0, leader_is(name("db0"))).is_some())
+                || (first(b, 0, may_lead).is_some()
+                    && first(a, 0, leader_is(name("db1"))).is_some())
+        },
+    );
+    let (w, l) = if first(&a, 0, may_lead).is_some() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert!(
+        first(&l, 0, may_lead).is_none(),
+        "exactly one machine may lead"
+    );
+    (w, l)
+}
+
+fn holder(etcd: &Etcd) -> Option<Vec<u8>> {
+    let mut g = Gateway::new(vec![etcd.client], Duration::from_secs(5));
+    g.get(&leader_key("t")).unwrap().1.map(|kv| kv.value)
+}
+
+#[test]
+fn two_lease_machines_race_one_leads_and_the_other_takes_the_key_only_after_the_hung_winners_ttl() {
+    let etcd = start_etcd();
+    let (mut w, mut l) = race(&etcd);
+    // Both keep going a while: the winner renews, the loser keeps naming it.
+    for_a_while(&mut [&mut w, &mut l], Duration::from_millis(1500));
+    assert!(w.lease().may_write(), "the winner still leads");
+    assert!(!l.lease().may_write());
+
+    // The winner hangs: nobody calls it any more. Its own deadline and the earliest expiry
+    // its last handled renewal allows stay where they are.
+    let deadline = w.lease().deadline();
+    let (_, expires) = w.lease().last_renewal();
+    let from = l.log.len();
+    until(&mut [&mut l], "the other takes the key", |rs| {
+        first(rs[0], from, may_lead).is_some()
+    });
+    let (took, _) = first(&l, from, may_lead).unwrap();
+    eprintln!("hung winner: deadline {deadline:?}, expiry {expires:?}; the other led at {took:?}");
+    assert!(
+        deadline < took,
+        "the hung winner's own deadline {deadline:?} passed before the other led at {took:?}"
+    );
+    assert!(
+        expires <= took,
+        "the other led at {took:?}, not before the winner's lease could expire at {expires:?}"
+    );
+    let loser = l.lease().key();
+    assert!(
+        matches!(loser, Some(LeaderKey::Held { holder, .. }) if holder != w.me()),
+        "{loser:?}"
+    );
+}
+
+#[test]
+fn a_holder_cut_off_by_a_stopped_etcd_stops_writing_before_its_lease_can_expire_and_leads_again_only_after_renewing()
+ {
+    let etcd = start_etcd();
+    let epoch = Instant::now();
+    let mut a = runner(&etcd, "db0", epoch);
+    until(&mut [&mut a], "the only machine leads", |rs| {
+        first(rs[0], 0, may_lead).is_some()
+    });
+    for_a_while(&mut [&mut a], Duration::from_millis(1500));
+    assert!(a.lease().may_write());
+
+    let pid = Pid::from_raw(etcd.child.id() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let stopped = a.now();
+    let from = a.log.len();
+    let must_stop = |d: &LeaseDecision| matches!(d, LeaseDecision::MustStopWriting { .. });
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        until(&mut [&mut a], "the holder stops writing", |rs| {
+            first(rs[0], from, must_stop).is_some()
+        });
+        let (at, d) = first(&a, from, must_stop).unwrap();
+        let (last, expires) = a.lease().last_renewal();
+        eprintln!(
+            "etcd stopped at {stopped:?}; last renewal sent {last:?}, deadline {:?}, told to stop \
+             at {at:?}, lease expires {expires:?}",
+            a.lease().deadline()
+        );
+        assert!(
+            matches!(
+                d,
+                LeaseDecision::MustStopWriting {
+                    reason: StopReason::LeaseExpiring { .. }
+                }
+            ),
+            "{d:?}"
+        );
+        assert!(
+            last <= stopped && at < expires,
+            "told to stop at {at:?}, before the lease (renewal sent at {last:?}) can expire at \
+             {expires:?}; etcd stopped at {stopped:?}"
+        );
+        // etcd stays silent for longer than a TTL: no lead again.
+        for_a_while(&mut [&mut a], Duration::from_millis(2 * CONFIG.ttl_ms));
+        assert!(
+            first(&a, from, may_lead).is_none(),
+            "no lead while etcd is silent"
+        );
+    }));
+    kill(pid, Signal::SIGCONT).unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    let resumed = a.now();
+    let from = a.log.len();
+    until(&mut [&mut a], "the holder leads again", |rs| {
+        first(rs[0], from, may_lead).is_some()
+    });
+    let (led, d) = first(&a, from, may_lead).unwrap();
+    eprintln!("etcd resumed at {resumed:?}; led again at {led:?}");
+    let renewed = a.log[from..].iter().find_map(|(t, l)| match l {
+        Logged::Input(LeaseEvent::Reply {
+            reply: EtcdReply::Alive { .. } | EtcdReply::Granted { .. } | EtcdReply::TxnSucceeded { .. },
+            ..
+        }) => Some(*t),
+        _ => None,
+    });
+    assert!(
+        renewed.is_some_and(|r| resumed <= r && r <= led),
+        "led again at {led:?} ({d:?}) after etcd answered at {renewed:?}, resumed at {resumed:?}"
+    );
+    assert_eq!(holder(&etcd).as_deref(), Some(&b"db0"[..]));
+}
+
+#[test]
+fn a_clean_release_deletes_the_key_at_once_and_the_other_leads_while_the_first_lease_still_lives() {
+    let etcd = start_etcd();
+    let (mut w, mut l) = race(&etcd);
+    let winner = w.me();
+    let from_w = w.log.len();
+    let from_l = l.log.len();
+    w.handle(LeaseEvent::Release);
+    let released = w.now();
+    until(&mut [&mut w, &mut l], "the other leads", |rs| {
+        first(rs[1], from_l, may_lead).is_some()
+    });
+    let (led, _) = first(&l, from_l, may_lead).unwrap();
+    let (stopped, d) = first(&w, from_w, |d| {
+        matches!(d, LeaseDecision::MustStopWriting { .. })
+    })
+    .unwrap();
+    assert_eq!(
+        d,
+        LeaseDecision::MustStopWriting {
+            reason: StopReason::Released
+        }
+    );
+    assert!(stopped <= released && released <= led);
+    // The first member's lease is still kept alive: its key went by the delete, not by expiry.
+    let (_, expires) = w.lease().last_renewal();
+    eprintln!(
+        "released at {released:?}; the other led at {led:?}; the first's lease lives to {expires:?}"
+    );
+    assert!(w.lease().lease_id().is_some());
+    assert!(
+        led < expires,
+        "the other led at {led:?} while the first's lease lives until at least {expires:?}"
+    );
+    assert_ne!(holder(&etcd).as_deref(), Some(winner.as_str().as_bytes()));
+    until(
+        &mut [&mut w, &mut l],
+        "the first names the new leader",
+        |rs| {
+            rs[0]
+                .lease()
+                .key()
+                .is_some_and(|k| matches!(k, LeaderKey::Held { holder, .. } if holder != winner))
+        },
+    );
+}
