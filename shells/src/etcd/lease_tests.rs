@@ -355,6 +355,7 @@ fn a_clean_release_deletes_the_key_at_once_and_the_other_leads_while_the_first_l
     let etcd = start_etcd();
     let (mut w, mut l) = race(&etcd);
     let winner = w.me();
+    l.watch(Duration::from_millis(CONFIG.loop_wait_ms));
     let from_w = w.log.len();
     let from_l = l.log.len();
     w.handle(LeaseEvent::Release);
@@ -387,6 +388,18 @@ fn a_clean_release_deletes_the_key_at_once_and_the_other_leads_while_the_first_l
     assert_ne!(holder(&etcd).as_deref(), Some(winner.as_str().as_bytes()));
     until(
         &mut [&mut w, &mut l],
+        "the other's watch reports the delete",
+        |rs| {
+            rs[1].log[from_l..].iter().any(|(_, e)| {
+                matches!(
+                    e,
+                    Logged::Input(LeaseEvent::Watched(LeaderKey::Absent { .. }))
+                )
+            })
+        },
+    );
+    until(
+        &mut [&mut w, &mut l],
         "the first names the new leader",
         |rs| {
             rs[0]
@@ -395,4 +408,80 @@ fn a_clean_release_deletes_the_key_at_once_and_the_other_leads_while_the_first_l
                 .is_some_and(|k| matches!(k, LeaderKey::Held { holder, .. } if holder != winner))
         },
     );
+}
+
+#[test]
+fn a_watch_reports_each_change_of_the_leader_key_in_order_and_resumes_after_the_last() {
+    let etcd = start_etcd();
+    let mut g = Gateway::new(vec![etcd.client], Duration::from_secs(5));
+    let key = leader_key("t");
+    let (h, _) = g.get(&key).unwrap();
+    let start = h.revision as u64 + 1;
+    g.put(&key, b"db0", None).unwrap();
+    g.delete(&key).unwrap();
+    let last = g.put(&key, b"\x01garbage", None).unwrap().revision as u64;
+    let mut views = Vec::new();
+    let window = Duration::from_millis(500);
+    let end = watch::watch_once(etcd.client, &key, start, window, g.term(), |k, _| {
+        views.push(k)
+    })
+    .unwrap();
+    assert_eq!(
+        views,
+        vec![
+            LeaderKey::Held {
+                holder: name("db0"),
+                revision: start
+            },
+            LeaderKey::Absent {
+                revision: start + 1
+            },
+            LeaderKey::Unreadable { revision: last },
+        ]
+    );
+    assert_eq!(end, watch::WatchEnd::From(last + 1));
+    // Nothing new: the request ends at its window, to resume from the same revision.
+    views.clear();
+    let end = watch::watch_once(etcd.client, &key, last + 1, window, g.term(), |k, _| {
+        views.push(k)
+    })
+    .unwrap();
+    assert!(views.is_empty());
+    assert_eq!(end, watch::WatchEnd::From(last + 1));
+    // A compacted start revision is named, so the watcher reads the key instead.
+    let out = std::process::Command::new("/usr/bin/etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.client.to_string(), "compaction"])
+        .arg(last.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let end = watch::watch_once(etcd.client, &key, start, window, g.term(), |_, _| {}).unwrap();
+    assert_eq!(end, watch::WatchEnd::Compacted);
+    // A watch on a term older than one seen is not believed.
+    let e = watch::watch_once(etcd.client, &key, last + 1, window, g.term() + 1, |_, _| {})
+        .unwrap_err();
+    assert!(matches!(e, EtcdError::StaleTerm { .. }), "{e}");
+}
+
+#[test]
+fn a_watch_that_is_not_a_created_stream_is_garbage_named_with_its_endpoint() {
+    let s = scripted(vec![(
+        200,
+        r#"{"result":{"header":{"raft_term":"2"},"events":[]}}"#,
+    )]);
+    let e = watch::watch_once(
+        s.addr,
+        &leader_key("t"),
+        1,
+        Duration::from_secs(2),
+        0,
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, EtcdError::BadReply { endpoint, .. } if endpoint == s.addr),
+        "{e}"
+    );
+    s.handle.join().unwrap();
 }

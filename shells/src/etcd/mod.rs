@@ -33,6 +33,7 @@ use crate::client::{Broken, CallError, Target, exchange};
 
 pub mod effector;
 pub mod runner;
+pub mod watch;
 
 /// The largest reply read from etcd: a range of the cluster's keys (a member record is a few
 /// hundred bytes, a cluster has at most a few dozen keys) fits many times over.
@@ -240,6 +241,11 @@ impl Gateway {
     /// The highest raft term seen.
     pub fn term(&self) -> u64 {
         self.term
+    }
+
+    /// The endpoint that answered last (tried first next time).
+    pub fn endpoint(&self) -> SocketAddr {
+        self.endpoints[self.current]
     }
 
     /// A raft term seen by a clone: replies from older terms are not believed from now on.

@@ -5,6 +5,8 @@
 //! nothing. Today only the tests drive it (shells/src/etcd/lease_tests.rs); the daemon's main
 //! loop will do the same with its own clock and journal.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,8 @@ pub struct Runner {
     epoch: Instant,
     tx: Sender<Answer>,
     rx: Receiver<Answer>,
+    /// Set on drop: the watcher, if any, ends within its window.
+    stop: Arc<AtomicBool>,
     /// Every input and output with the time it was handled or produced.
     pub log: Vec<(Timestamp, Logged)>,
 }
@@ -47,6 +51,7 @@ impl Runner {
             epoch,
             tx,
             rx,
+            stop: Arc::new(AtomicBool::new(false)),
             log: Vec::new(),
         }
     }
@@ -57,6 +62,17 @@ impl Runner {
 
     pub fn lease(&self) -> &Lease {
         &self.lease
+    }
+
+    /// Watches the leader key ([`super::watch`]) in requests of at most `window` each; every
+    /// view the watch gives is handed to the machine as [`LeaseEvent::Watched`].
+    pub fn watch(&mut self, window: Duration) {
+        let tx = self.tx.clone();
+        let key = self.effector.key().to_vec();
+        let gateway = self.effector.gateway().clone();
+        super::watch::spawn_watcher(gateway, key, window, self.stop.clone(), move |k, term| {
+            let _ = tx.send((LeaseEvent::Watched(k), term));
+        });
     }
 
     /// The machine's clock now.
@@ -129,5 +145,11 @@ impl Runner {
                 Logged::Output(LeaseOutput::Decision(d)) => Some((*t, *d)),
                 _ => None,
             })
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
