@@ -335,7 +335,6 @@ fn a_holder_cut_off_by_a_stopped_etcd_stops_writing_before_its_lease_can_expire_
         first(rs[0], from, may_lead).is_some()
     });
     let (led, d) = first(&a, from, may_lead).unwrap();
-    eprintln!("etcd resumed at {resumed:?}; led again at {led:?}");
     let renewed = a.log[from..].iter().find_map(|(t, l)| match l {
         Logged::Input(LeaseEvent::Reply {
             reply: EtcdReply::Alive { .. } | EtcdReply::Granted { .. } | EtcdReply::TxnSucceeded { .. },
@@ -343,6 +342,15 @@ fn a_holder_cut_off_by_a_stopped_etcd_stops_writing_before_its_lease_can_expire_
         }) => Some(*t),
         _ => None,
     });
+    let answers: Vec<_> = a.log[from..]
+        .iter()
+        .filter_map(|(t, l)| match l {
+            Logged::Input(LeaseEvent::Reply { reply, .. }) => Some((*t, *reply)),
+            _ => None,
+        })
+        .take(4)
+        .collect();
+    eprintln!("etcd resumed at {resumed:?}; answers {answers:?}; led again at {led:?}");
     assert!(
         renewed.is_some_and(|r| resumed <= r && r <= led),
         "led again at {led:?} ({d:?}) after etcd answered at {renewed:?}, resumed at {resumed:?}"
@@ -364,6 +372,15 @@ fn a_clean_release_deletes_the_key_at_once_and_the_other_leads_while_the_first_l
         first(rs[1], from_l, may_lead).is_some()
     });
     let (led, _) = first(&l, from_l, may_lead).unwrap();
+    let news = l.log[from_l..].iter().find_map(|(t, e)| match e {
+        Logged::Input(LeaseEvent::Watched(LeaderKey::Absent { .. })) => Some((*t, "watch")),
+        Logged::Input(LeaseEvent::Reply {
+            reply: EtcdReply::Key(LeaderKey::Absent { .. }),
+            ..
+        }) => Some((*t, "read")),
+        _ => None,
+    });
+    eprintln!("the other first saw the key absent by (time, way) {news:?}");
     let (stopped, d) = first(&w, from_w, |d| {
         matches!(d, LeaseDecision::MustStopWriting { .. })
     })

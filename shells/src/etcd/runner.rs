@@ -6,7 +6,7 @@
 //! loop will do the same with its own clock and journal.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub struct Runner {
     rx: Receiver<Answer>,
     /// Set on drop: the watcher, if any, ends within its window.
     stop: Arc<AtomicBool>,
+    /// The highest raft term seen, shared with the watcher.
+    term: Arc<AtomicU64>,
     /// Every input and output with the time it was handled or produced.
     pub log: Vec<(Timestamp, Logged)>,
 }
@@ -52,6 +54,7 @@ impl Runner {
             tx,
             rx,
             stop: Arc::new(AtomicBool::new(false)),
+            term: Arc::new(AtomicU64::new(0)),
             log: Vec::new(),
         }
     }
@@ -70,9 +73,16 @@ impl Runner {
         let tx = self.tx.clone();
         let key = self.effector.key().to_vec();
         let gateway = self.effector.gateway().clone();
-        super::watch::spawn_watcher(gateway, key, window, self.stop.clone(), move |k, term| {
-            let _ = tx.send((LeaseEvent::Watched(k), term));
-        });
+        super::watch::spawn_watcher(
+            gateway,
+            key,
+            window,
+            self.stop.clone(),
+            self.term.clone(),
+            move |k, term| {
+                let _ = tx.send((LeaseEvent::Watched(k), term));
+            },
+        );
     }
 
     /// The machine's clock now.
@@ -133,7 +143,9 @@ impl Runner {
     }
 
     fn answer(&mut self, (event, term): Answer) {
-        self.effector.gateway().saw_term(term);
+        let g = self.effector.gateway();
+        g.saw_term(term);
+        self.term.fetch_max(g.term(), Ordering::SeqCst);
         self.handle(event);
     }
 

@@ -14,7 +14,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -194,17 +194,20 @@ pub fn watch_once(
 /// Watches the key on a thread of its own until `stop` is set (noticed within one window):
 /// reads the key, hands the view to `seen`, watches from after it in windows of `window`;
 /// after an error, pauses `window`, reads again. `seen` gets each view and the raft term it
-/// came with.
+/// came with; `term` is the highest raft term the owner has seen (replies on an older one are
+/// not believed), read before each request.
 pub fn spawn_watcher(
     mut gateway: Gateway,
     key: Vec<u8>,
     window: Duration,
     stop: Arc<AtomicBool>,
+    term: Arc<AtomicU64>,
     mut seen: impl FnMut(LeaderKey, u64) + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut next = None;
         while !stop.load(Ordering::SeqCst) {
+            gateway.saw_term(term.load(Ordering::SeqCst));
             let start = match next {
                 Some(start) => start,
                 None => match gateway.get(&key) {
