@@ -18,8 +18,8 @@
 //! Every call is bounded in time (what is left of `retry_timeout`, and a connect bound per
 //! endpoint) and in bytes ([`MAX_REPLY`]).
 
-// The etcd-lease mode (issue 13) is being built on this client; until its driver lands only
-// the tests below call it.
+// The etcd-lease mode (issue 13) is being built on this client; until the daemon drives it
+// only the tests call it (the effector, the watch and the runner included).
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, ToSocketAddrs};
