@@ -240,6 +240,8 @@ pub struct LeaseWorld {
     /// Requests held by an election, processed at its end in arrival order.
     held: Vec<Ev>,
     loss: u8,
+    /// The chance (percent) a message is held up; the scenario's until the heal.
+    slow_pct: u64,
     record: bool,
     pub trace: Vec<LeaseTraceLine>,
     pub violations: Vec<(u64, String)>,
@@ -278,6 +280,7 @@ impl LeaseWorld {
             events: Vec::new(),
             held: Vec::new(),
             loss: 0,
+            slow_pct: 0,
             record,
             trace: Vec::new(),
             violations: Vec::new(),
@@ -286,6 +289,7 @@ impl LeaseWorld {
         for (at, f) in w.sc.faults.clone() {
             w.push(at, Ev::Fault(f));
         }
+        w.slow_pct = w.sc.slow_pct;
         let at = w.rng.range(500, 3000);
         w.push(at, Ev::Bump);
         for i in 0..w.nodes.len() {
@@ -453,7 +457,7 @@ impl LeaseWorld {
     }
 
     fn delay(&mut self) -> u64 {
-        if self.sc.slow_pct > 0 && self.rng.range(1, 100) <= self.sc.slow_pct {
+        if self.slow_pct > 0 && self.rng.range(1, 100) <= self.slow_pct {
             self.rng.range(1, 2 * self.sc.config.retry_timeout_ms)
         } else {
             self.rng.range(1, 20)
@@ -685,6 +689,7 @@ impl LeaseWorld {
     pub fn heal_all(&mut self) {
         self.note(|| "HEAL everything".to_string());
         self.loss = 0;
+        self.slow_pct = 0;
         for i in 0..self.nodes.len() {
             self.nodes[i].cut = false;
             if self.nodes[i].paused_until.is_some() {
