@@ -67,6 +67,9 @@ pub struct LeaseScenario {
     pub slow_pct: u64,
     pub faults: Vec<(u64, LeaseFault)>,
     pub faults_end: u64,
+    /// A request a crashed run sent still reaches etcd (and is applied) when it arrives: off
+    /// in the sweep, see docs/simulator.md ("What the lease simulation found").
+    pub ghosts: bool,
 }
 
 /// The timings a seed draws from: (ttl, loop_wait, retry_timeout, margin) in seconds.
@@ -135,6 +138,7 @@ pub fn lease_scenario(rng: &mut Rng) -> LeaseScenario {
         slow_pct: rng.pick(&[0, 2, 10]),
         faults,
         faults_end,
+        ghosts: false,
     }
 }
 
@@ -225,6 +229,8 @@ pub struct LeaseStats {
     pub elections: u64,
     /// Hosts that thawed from a freeze past their deadline while writing (conceded).
     pub thawed_late: u64,
+    /// From the heal to the moment one node led for good, as every node saw it.
+    pub settle_ms: u64,
 }
 
 /// The lease world.
@@ -246,6 +252,9 @@ pub struct LeaseWorld {
     pub trace: Vec<LeaseTraceLine>,
     pub violations: Vec<(u64, String)>,
     pub stats: LeaseStats,
+    heal_at: Option<u64>,
+    /// Since when one node leads as everyone sees it (after the heal).
+    settled_at: Option<u64>,
 }
 
 impl LeaseWorld {
@@ -285,6 +294,8 @@ impl LeaseWorld {
             trace: Vec::new(),
             violations: Vec::new(),
             stats: LeaseStats::default(),
+            heal_at: None,
+            settled_at: None,
         };
         for (at, f) in w.sc.faults.clone() {
             w.push(at, Ev::Fault(f));
@@ -526,6 +537,10 @@ impl LeaseWorld {
         let Ev::ToEtcd { node, inc, id, op } = ev else {
             return;
         };
+        if !self.sc.ghosts && self.nodes[node].inc != inc {
+            // The run that sent it is gone: its connection with it.
+            return;
+        }
         if self.etcd.electing() {
             match self.rng.range(0, 3) {
                 0 | 1 => self.held.push(ev),
@@ -688,6 +703,7 @@ impl LeaseWorld {
     /// Ends every fault: links healed, no loss, every node up, awake and a candidate.
     pub fn heal_all(&mut self) {
         self.note(|| "HEAL everything".to_string());
+        self.heal_at = Some(self.now);
         self.loss = 0;
         self.slow_pct = 0;
         for i in 0..self.nodes.len() {
@@ -815,6 +831,13 @@ impl LeaseWorld {
     /// the granted TTL.
     fn check(&mut self) {
         let now = self.now;
+        if self.heal_at.is_some() {
+            if !self.one_leader() {
+                self.settled_at = None;
+            } else if self.settled_at.is_none() {
+                self.settled_at = Some(now);
+            }
+        }
         let holder = self.etcd.holder();
         for i in 0..self.nodes.len() {
             if !self.writing(i) {
@@ -846,21 +869,29 @@ impl LeaseWorld {
         }
     }
 
-    /// (c) After the faults healed: exactly one node writes, it holds the key, and every other
-    /// node sees it as the leader.
+    /// Exactly one node writes, it holds the key, and every other node sees it as the leader.
+    fn one_leader(&self) -> bool {
+        let mut writers = (0..self.nodes.len()).filter(|&i| self.writing(i));
+        let (Some(w), None) = (writers.next(), writers.next()) else {
+            return false;
+        };
+        let name = self.nodes[w].name;
+        self.etcd.holder() == Some(name)
+            && self.nodes.iter().enumerate().all(|(j, n)| {
+                j == w
+                    || n.lease.as_ref().and_then(|l| l.key()).is_some_and(
+                        |k| matches!(k, LeaderKey::Held { holder, .. } if holder == name),
+                    )
+            })
+    }
+
+    /// (c) After the faults healed, within `settle`: one node leads ([`Self::one_leader`]).
     pub fn check_liveness(&mut self, settle: u64) {
         let writers: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.writing(i)).collect();
-        let ok = writers.len() == 1 && {
-            let w = self.nodes[writers[0]].name;
-            self.etcd.holder() == Some(w)
-                && self.nodes.iter().enumerate().all(|(j, n)| {
-                    j == writers[0]
-                        || n.lease.as_ref().and_then(|l| l.key()).is_some_and(
-                            |k| matches!(k, LeaderKey::Held { holder, .. } if holder == w),
-                        )
-                })
-        };
-        if !ok {
+        if let (true, Some(heal), Some(since)) = (self.one_leader(), self.heal_at, self.settled_at)
+        {
+            self.stats.settle_ms = since - heal;
+        } else {
             let views: Vec<String> = self
                 .nodes
                 .iter()
@@ -914,8 +945,15 @@ impl LeaseOutcome {
 
 /// Runs one lease seed: the faults, then everything healed, then the liveness check.
 pub fn run(seed: u64, record: bool) -> LeaseOutcome {
+    run_with(seed, record, false)
+}
+
+/// [`run`], with or without the requests of crashed runs reaching etcd
+/// ([`LeaseScenario::ghosts`]).
+pub fn run_with(seed: u64, record: bool, ghosts: bool) -> LeaseOutcome {
     let mut rng = Rng::new(seed ^ 0x1EA5E);
-    let sc = lease_scenario(&mut rng);
+    let mut sc = lease_scenario(&mut rng);
+    sc.ghosts = ghosts;
     let settle = lease_settle_ms(&sc.config);
     let end = sc.faults_end;
     let mut w = LeaseWorld::new(sc, rng, record);
