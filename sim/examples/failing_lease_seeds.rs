@@ -27,5 +27,7 @@ fn main() {
             println!("{seed}\t{at}\t{what}");
         }
     }
-    eprintln!("{failing} of {count} lease seeds failed; the longest settle after the heal: {settle} ms");
+    eprintln!(
+        "{failing} of {count} lease seeds failed; the longest settle after the heal: {settle} ms"
+    );
 }
