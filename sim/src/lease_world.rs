@@ -426,10 +426,7 @@ impl LeaseWorld {
                 n.confirmed_until = n.confirmed_until.max(at + ttl);
             }
         }
-        loop {
-            let Some(out) = self.nodes[i].lease.as_mut().and_then(|l| l.poll_output()) else {
-                break;
-            };
+        while let Some(out) = self.nodes[i].lease.as_mut().and_then(|l| l.poll_output()) {
             match out {
                 LeaseOutput::Command(c) => self.send(i, c),
                 LeaseOutput::Decision(d) => {

@@ -27,6 +27,10 @@
 //! 9. the timeline split-brain rule never stops both masters.
 //!
 //! Run one seed with `PGHA_SIM_SEED=1234 cargo test -p pgha-sim --test sim -- one_seed`.
+//!
+//! The etcd-lease mode (issue 13) has a simulation of its own: real `Lease` machines against a
+//! model of etcd ([`etcd`], [`lease_world`], [`run_lease_seed`]; docs/simulator.md, "The lease
+//! simulation").
 
 mod actions;
 mod clients;
