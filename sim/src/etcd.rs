@@ -1,13 +1,15 @@
 //! A model of etcd 3.4 as the lease (`pgha_core::lease`) sees it (see
 //! /work/shared/reference/etcd.md): one linearizable store with a revision, the leader key
-//! with its create and mod revisions and the lease it is bound to, txns comparing
-//! `create_revision == 0` or `value == me`, leases timed on etcd's own clock (the simulator's
+//! with its create and mod revisions and the lease it is bound to, txns whose compares
+//! ([`LeaseOp::compares`]: create_revision, mod_revision, value, lease) are evaluated as etcd
+//! does (all must hold; on an absent key the revisions and the lease compare as 0 and a value
+//! compare fails), leases timed on etcd's own clock (the simulator's
 //! true time) from when etcd *processes* a grant or keepalive, revoke and expiry deleting the
 //! keys bound to the lease, and a leader change: while the election runs no lease expires and
 //! requests wait or fail; the new leader then gives every lease a fresh TTL (real etcd's
 //! `lessor.Promote`), so a key can outlive "last keepalive + TTL".
 
-use pgha_core::lease::{EtcdFault, EtcdReply, LeaderKey, LeaseId, LeaseOp, Name};
+use pgha_core::lease::{EtcdFault, EtcdReply, KeyCompare, LeaderKey, LeaseId, LeaseOp, Name};
 
 /// The server's smallest TTL (ceil(1.5 × election timeout) with the defaults: 2 s).
 pub const MIN_TTL_MS: u64 = 2000;
@@ -57,6 +59,7 @@ impl Etcd {
             Some(k) => LeaderKey::Held {
                 holder: k.value,
                 revision: k.mod_revision,
+                created: k.create_revision,
             },
             None => LeaderKey::Absent {
                 revision: self.revision,
@@ -152,10 +155,32 @@ impl Etcd {
         }
     }
 
+    /// Whether a txn's compare from member `me` holds, as etcd 3.4 evaluates it
+    /// (`applyCompare`): on an absent key a value compare fails and the others compare 0.
+    fn holds(&self, me: Name, c: KeyCompare) -> bool {
+        let Some(k) = self.key else {
+            return match c {
+                KeyCompare::ValueIsMe => false,
+                KeyCompare::Created(r) | KeyCompare::Modified(r) => r == 0,
+                KeyCompare::Lease(l) => l.0 == 0,
+            };
+        };
+        match c {
+            KeyCompare::Created(r) => k.create_revision == r,
+            KeyCompare::Modified(r) => k.mod_revision == r,
+            KeyCompare::ValueIsMe => k.value == me,
+            KeyCompare::Lease(l) => k.lease == l,
+        }
+    }
+
     /// Processes `op` from member `me` at `now` (the caller checks there is a leader).
     pub fn answer(&mut self, now: u64, me: Name, op: LeaseOp) -> EtcdReply {
         self.expire(now);
-        let mine = self.key.is_some_and(|k| k.value == me);
+        let compares_hold = op
+            .compares()
+            .into_iter()
+            .flatten()
+            .all(|c| self.holds(me, c));
         match op {
             LeaseOp::Grant { ttl_ms } => {
                 let ttl_ms = ttl_ms.div_ceil(1000).saturating_mul(1000).max(MIN_TTL_MS);
@@ -175,19 +200,23 @@ impl Etcd {
                 }
                 None => EtcdReply::Gone,
             },
-            // compare create_revision == 0
-            LeaseOp::Acquire { lease } if self.key.is_none() => self.put(me, lease),
-            // compare value == me
-            LeaseOp::Renew { lease } if mine => self.put(me, lease),
-            LeaseOp::Delete if mine => {
+            LeaseOp::Acquire { lease }
+            | LeaseOp::Renew { lease, .. }
+            | LeaseOp::Confirm { lease, .. }
+                if compares_hold =>
+            {
+                self.put(me, lease)
+            }
+            LeaseOp::Delete { .. } if compares_hold => {
                 self.delete_key();
                 EtcdReply::TxnSucceeded {
                     revision: self.revision,
                 }
             }
-            LeaseOp::Acquire { .. } | LeaseOp::Renew { .. } | LeaseOp::Delete => {
-                EtcdReply::TxnFailed { key: self.view() }
-            }
+            LeaseOp::Acquire { .. }
+            | LeaseOp::Renew { .. }
+            | LeaseOp::Confirm { .. }
+            | LeaseOp::Delete { .. } => EtcdReply::TxnFailed { key: self.view() },
             LeaseOp::Revoke { lease } => {
                 if !self.alive(lease) {
                     return EtcdReply::Error(EtcdFault::Refused);

@@ -89,25 +89,23 @@ fn assert_seeds_pass(seeds: &[u64], ghosts: bool) {
     }
 }
 
-/// A lease bug the simulation found (docs/simulator.md, "What the lease simulation found"), not
-/// fixed yet: a `Delete` (guarded by `value == me` only) sent at a step-down, timed out, retried
-/// and answered, is applied late, after the same member took the key again: it deletes the new
-/// tenure's key while the member writes. Needs the delete guarded by the tenure's
-/// `create_revision` (core/src/lease.rs and the shell's txn). Run with `--ignored`.
+/// The first lease bug the simulation found (docs/simulator.md, "What the lease simulation
+/// found"), fixed: a `Delete` (then guarded by `value == me` only) sent at a step-down, timed
+/// out, retried and answered, was applied late, after the same member took the key again, and
+/// deleted the new tenure's key while the member wrote. A delete now compares the key's
+/// mod_revision with the version it saw, which a key taken again never has.
 #[test]
-#[ignore = "lease bug found by the simulation, not fixed yet"]
 fn a_late_delete_from_a_step_down_does_not_remove_the_members_next_key() {
     assert_seeds_pass(&[65568, 90213, 13776, 44437, 97869], false);
 }
 
-/// A lease bug the simulation found, not fixed yet: a `Renew` (guarded by `value == me` only)
-/// sent by a run that then crashed reaches etcd after the restarted run confirmed the key with
-/// its new lease, binds the key back to the dead run's lease, and the key goes when that lease
-/// expires (32806) or is revoked (27775) while the new run writes. Needs the holder's renewal
-/// guarded by `lease == mine` (or the restart to revoke the old lease first). Run with
-/// `--ignored`.
+/// The second lease bug the simulation found, fixed: a `Renew` (then guarded by `value == me`
+/// only) sent by a run that then crashed reached etcd after the restarted run confirmed the key
+/// with its new lease, bound the key back to the dead run's lease, and the key went when that
+/// lease expired (32806) or was revoked (27775) while the new run wrote. A renewal now compares
+/// the key's lease with the run's own (and its create_revision with the key the run took), a
+/// confirm the key's mod_revision with the version it read.
 #[test]
-#[ignore = "lease bug found by the simulation, not fixed yet"]
 fn a_renewal_from_a_crashed_run_does_not_bind_the_key_to_its_dying_lease() {
     assert_seeds_pass(&[32806, 27775, 102840], true);
 }

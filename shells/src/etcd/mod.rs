@@ -69,6 +69,9 @@ pub enum Compare {
     ModRevision(Vec<u8>, i64),
     /// The key's value: renew or delete the leader key only under "value == me".
     Value(Vec<u8>, Vec<u8>),
+    /// The lease the key is bound to (0: none, or no key): the holder renews or deletes only
+    /// a key bound to its own lease.
+    Lease(Vec<u8>, i64),
 }
 
 /// A txn's operation.
@@ -575,6 +578,10 @@ fn compare_json(c: &Compare) -> Value {
         Compare::Value(k, v) => json!({
             "key": B64.encode(k), "target": "VALUE", "result": "EQUAL",
             "value": B64.encode(v)
+        }),
+        Compare::Lease(k, l) => json!({
+            "key": B64.encode(k), "target": "LEASE", "result": "EQUAL",
+            "lease": l.to_string()
         }),
     }
 }
