@@ -271,8 +271,9 @@ pub enum LeaseEvent {
     /// candidate takes an absent key, or keeps one that holds its name without having taken
     /// it in this run.
     Candidate(bool),
-    /// The node has stopped writing and gives the key up (a clean step-down): delete it under
-    /// "value == me". The lease (and the member's records) stays.
+    /// The node has stopped writing and gives the key up (a clean step-down): delete the
+    /// version of it last seen, if it holds my name ([`LeaseOp::Delete`]). The lease (and the
+    /// member's records) stays.
     Release,
     /// The node shuts down, having stopped writing: revoke the lease (etcd deletes every key
     /// bound to it). No more requests after this.

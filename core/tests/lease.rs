@@ -472,6 +472,45 @@ fn a_lease_that_etcd_says_is_gone_stops_the_holder_and_a_new_lease_takes_the_key
 }
 
 #[test]
+fn a_step_downs_delete_removes_only_the_version_it_saw_and_follows_a_renewal_that_landed_first() {
+    let (mut etcd, mut now) = (Etcd::default(), 0);
+    let mut a = holder(&mut etcd, &mut now);
+    let seen = a.lease.key().unwrap().revision();
+    a.handle(now, LeaseEvent::Release);
+    let i = a
+        .pending
+        .iter()
+        .position(|(_, c)| matches!(c.op, LeaseOp::Delete { .. }))
+        .expect("a delete");
+    let (_, delete) = a.pending.remove(i);
+    assert!(
+        matches!(delete.op, LeaseOp::Delete { seen: s, .. } if s == seen),
+        "{delete:?} {seen}"
+    );
+    // A renewal sent before the step-down lands first: the key's version moves on.
+    etcd.revision += 1;
+    if let Some(k) = etcd.key.as_mut() {
+        k.2 = etcd.revision;
+    }
+    let reply = etcd.answer(now, a.me, delete.op);
+    assert!(matches!(reply, EtcdReply::TxnFailed { .. }), "{reply:?}");
+    a.reply(now, delete.id, reply);
+    assert!(etcd.key.is_some());
+    // Still my name, at a newer version: that one is deleted, after the retry pause.
+    let t = now;
+    run(&mut a, &mut etcd, &mut now, t + 5 * SEC);
+    assert!(etcd.key.is_none());
+    assert!(!a.lease.may_write());
+    // The first delete, repeated late after the key was taken again, leaves it.
+    a.handle(now, LeaseEvent::Candidate(true));
+    run(&mut a, &mut etcd, &mut now, t + 10 * SEC);
+    assert!(a.lease.may_write());
+    let reply = etcd.answer(now, a.me, delete.op);
+    assert!(matches!(reply, EtcdReply::TxnFailed { .. }), "{reply:?}");
+    assert_eq!(etcd.key.map(|k| k.0), Some(a.me));
+}
+
+#[test]
 fn a_clean_step_down_stops_writing_before_the_key_is_deleted_and_a_shutdown_revokes_the_lease() {
     let (mut etcd, mut now) = (Etcd::default(), 0);
     let mut a = holder(&mut etcd, &mut now);
