@@ -198,8 +198,13 @@ pub struct RequestId(pub u64);
 pub enum LeaderKey {
     /// No key; `revision` is the store's revision the read (or the watch event) was at.
     Absent { revision: u64 },
-    /// The key holds this member's name; `revision` is its mod_revision.
-    Held { holder: Name, revision: u64 },
+    /// The key holds this member's name; `revision` is its mod_revision, `created` its
+    /// create_revision (each take of the key creates it anew, at a new create_revision).
+    Held {
+        holder: Name,
+        revision: u64,
+        created: u64,
+    },
     /// The key holds something that is not a member name (someone else's data under the
     /// prefix): nobody may lead, and nobody can take it either.
     Unreadable { revision: u64 },
@@ -266,31 +271,93 @@ pub enum LeaseEvent {
     /// candidate takes an absent key, or keeps one that holds its name without having taken
     /// it in this run.
     Candidate(bool),
-    /// The node has stopped writing and gives the key up (a clean step-down): delete it under
-    /// "value == me". The lease (and the member's records) stays.
+    /// The node has stopped writing and gives the key up (a clean step-down): delete the
+    /// version of it last seen, if it holds my name ([`LeaseOp::Delete`]). The lease (and the
+    /// member's records) stays.
     Release,
     /// The node shuts down, having stopped writing: revoke the lease (etcd deletes every key
     /// bound to it). No more requests after this.
     Shutdown,
 }
 
-/// What the shell is asked to do against etcd. Every txn is on the leader key.
+/// What the shell is asked to do against etcd. Every txn is on the leader key, its compares
+/// are [`LeaseOp::compares`] (all must hold), its success branch puts my name bound to the
+/// op's lease (a delete for [`LeaseOp::Delete`]), its failure branch gets the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LeaseOp {
     /// Grant a lease of `ttl_ms` (rounded up to whole seconds).
     Grant { ttl_ms: u64 },
     /// Keep the lease alive.
     KeepAlive { lease: LeaseId },
-    /// Txn: if the key's create_revision == 0, put it = my name bound to `lease`; else get it.
+    /// Txn: if the key's create_revision == 0, put it = my name bound to `lease`.
     Acquire { lease: LeaseId },
-    /// Txn: if the key's value == my name, put it = my name bound to `lease`; else get it.
-    Renew { lease: LeaseId },
-    /// Txn: if the key's value == my name, delete it; else get it.
-    Delete,
+    /// The holder's renewal. Txn: if the key's value == my name, its create_revision ==
+    /// `created` (the key this member took or confirmed) and its lease == `lease`, put it =
+    /// my name bound to `lease`.
+    Renew { lease: LeaseId, created: u64 },
+    /// A clean step-down. Txn: if the key's value == my name and its mod_revision == `seen`
+    /// (the version last seen; its create_revision is `created`), delete it.
+    Delete { seen: u64, created: u64 },
     /// Revoke the lease.
     Revoke { lease: LeaseId },
     /// Range the leader key.
     ReadKey,
+    /// Taking over a key that holds my name but was not taken in this run (or whose taking's
+    /// answer was lost). Txn: if the key's value == my name and its mod_revision == `seen`
+    /// (the very version read; its create_revision is `created`), put it = my name bound to
+    /// `lease`.
+    Confirm {
+        lease: LeaseId,
+        seen: u64,
+        created: u64,
+    },
+}
+
+/// One condition of a leader-key txn (etcd's `Compare`, target and `EQUAL`). On an absent key,
+/// etcd compares the revisions and the lease with 0 and a value compare fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyCompare {
+    /// create_revision == this (0: the key does not exist).
+    Created(u64),
+    /// mod_revision == this.
+    Modified(u64),
+    /// value == my name.
+    ValueIsMe,
+    /// The lease the key is bound to == this.
+    Lease(LeaseId),
+}
+
+impl LeaseOp {
+    /// The compares of a leader-key txn (none for the other requests), in this order.
+    pub fn compares(self) -> [Option<KeyCompare>; 3] {
+        use KeyCompare::*;
+        match self {
+            LeaseOp::Acquire { .. } => [Some(Created(0)), None, None],
+            LeaseOp::Renew { lease, created } => {
+                [Some(ValueIsMe), Some(Created(created)), Some(Lease(lease))]
+            }
+            LeaseOp::Confirm { seen, created, .. } | LeaseOp::Delete { seen, created } => [
+                Some(ValueIsMe),
+                Some(Modified(seen)),
+                Some(Created(created)),
+            ],
+            LeaseOp::Grant { .. }
+            | LeaseOp::KeepAlive { .. }
+            | LeaseOp::Revoke { .. }
+            | LeaseOp::ReadKey => [None; 3],
+        }
+    }
+
+    /// The lease a leader-key txn's success branch binds the key to (`None`: a delete, or not
+    /// a leader-key txn).
+    pub fn puts_with(self) -> Option<LeaseId> {
+        match self {
+            LeaseOp::Acquire { lease }
+            | LeaseOp::Renew { lease, .. }
+            | LeaseOp::Confirm { lease, .. } => Some(lease),
+            _ => None,
+        }
+    }
 }
 
 /// A request with the id its answer will carry.
@@ -455,6 +522,9 @@ pub struct Lease {
     seen_revision: u64,
     /// The key is this node's, taken or confirmed by a txn at this revision and not lost since.
     holding: Option<u64>,
+    /// The create_revision of the key this run took or confirmed, while it may still be the
+    /// key etcd has: renewals and the step-down's delete compare it.
+    created: Option<u64>,
     candidate: bool,
     releasing: bool,
     told: Told,
@@ -483,6 +553,7 @@ impl Lease {
             key: None,
             seen_revision: 0,
             holding: None,
+            created: None,
             candidate: false,
             releasing: false,
             told: Told::Nothing,
@@ -678,6 +749,13 @@ impl Lease {
         if self.holding.is_none() && !self.done(Kind::Read) && self.may_send(now, Kind::Read) {
             self.send(now, Kind::Read, LeaseOp::ReadKey);
         }
+        // A step-down with nothing to delete: the key does not hold my name.
+        if self.releasing
+            && self.slots[Kind::Txn as usize].in_flight.is_none()
+            && self.key.is_some_and(|k| !k.held_by(self.me))
+        {
+            self.releasing = false;
+        }
         if self.retry_at.is_some_and(|at| now >= at) {
             self.retry_at = None;
         }
@@ -686,17 +764,37 @@ impl Lease {
     /// The leader-key txn this node needs now, if any.
     fn txn_due(&self, now: Timestamp) -> Option<LeaseOp> {
         if self.releasing {
-            return Some(LeaseOp::Delete);
+            // The version of the key last seen, if it holds my name (else nothing to delete).
+            return match self.key? {
+                LeaderKey::Held {
+                    holder,
+                    revision,
+                    created,
+                } if holder == self.me => Some(LeaseOp::Delete {
+                    seen: revision,
+                    created,
+                }),
+                _ => None,
+            };
         }
         let lease = self.lease?;
         if self.holding.is_some() {
-            return (!self.done(Kind::Txn)).then_some(LeaseOp::Renew { lease });
+            let created = self.created?;
+            return (!self.done(Kind::Txn)).then_some(LeaseOp::Renew { lease, created });
         }
         match self.key? {
             // Ours without our holding it (a lost answer, a restart, a lapse): a candidate
-            // confirms it. Nobody deletes it before the node says it does not write
-            // ([`LeaseEvent::Release`]).
-            k if k.held_by(self.me) && self.candidate => Some(LeaseOp::Renew { lease }),
+            // confirms that very version of it. Nobody deletes it before the node says it does
+            // not write ([`LeaseEvent::Release`]).
+            LeaderKey::Held {
+                holder,
+                revision,
+                created,
+            } if holder == self.me && self.candidate => Some(LeaseOp::Confirm {
+                lease,
+                seen: revision,
+                created,
+            }),
             LeaderKey::Absent { .. } if self.candidate && now < self.deadline() => {
                 Some(LeaseOp::Acquire { lease })
             }
@@ -811,43 +909,55 @@ impl Lease {
                 }
             }
             // A txn that bound the key to a lease known gone since: the key went with it.
-            (
-                LeaseOp::Acquire { lease } | LeaseOp::Renew { lease },
-                EtcdReply::TxnSucceeded { .. },
-            ) if self.lease != Some(lease) => self.forget_key(),
+            (op, EtcdReply::TxnSucceeded { .. })
+                if op.puts_with().is_some() && op.puts_with() != self.lease =>
+            {
+                self.forget_key()
+            }
+            // The put created the key: its create_revision is the txn's revision.
             (LeaseOp::Acquire { .. }, EtcdReply::TxnSucceeded { revision }) => {
-                if !self.releasing {
-                    self.holding = Some(revision);
-                }
-                self.mine(revision);
+                self.taken(revision, revision, revision);
                 self.ok(Kind::Txn, sent.at);
             }
-            (LeaseOp::Renew { .. }, EtcdReply::TxnSucceeded { revision }) => {
-                if !self.releasing {
-                    self.holding = Some(self.holding.unwrap_or(revision));
-                }
-                self.mine(revision);
+            (
+                LeaseOp::Renew { created, .. } | LeaseOp::Confirm { created, .. },
+                EtcdReply::TxnSucceeded { revision },
+            ) => {
+                let token = self.holding.unwrap_or(revision);
+                self.taken(token, revision, created);
                 self.ok(Kind::Txn, sent.at);
             }
-            (LeaseOp::Delete, EtcdReply::TxnSucceeded { revision }) => {
+            (LeaseOp::Delete { .. }, EtcdReply::TxnSucceeded { revision }) => {
                 self.releasing = false;
                 self.holding = None;
+                self.created = None;
                 self.observe(LeaderKey::Absent { revision });
             }
-            (LeaseOp::Acquire { .. }, EtcdReply::TxnFailed { key }) => self.observe(key),
+            (LeaseOp::Acquire { .. } | LeaseOp::Confirm { .. }, EtcdReply::TxnFailed { key }) => {
+                self.observe(key)
+            }
             (LeaseOp::Renew { .. }, EtcdReply::TxnFailed { key }) => {
-                // "value == me" does not hold: not ours, whatever the key shows (even a stale
-                // view of it).
+                // Not the key this run holds, or not bound to its lease: not ours, whatever
+                // the key shows (even a stale view of it).
                 self.stop(StopReason::KeyLost { key });
                 self.holding = None;
+                self.created = None;
                 self.observe(key);
                 if self.key.is_some_and(|k| k.held_by(self.me)) {
                     self.forget_key();
                 }
             }
-            (LeaseOp::Delete, EtcdReply::TxnFailed { key }) => {
-                self.releasing = false;
+            (LeaseOp::Delete { .. }, EtcdReply::TxnFailed { key }) => {
+                // It deletes only the version it saw. My name at a newer version (a renewal
+                // that landed first): delete that one, after the pause. Else nothing to delete.
                 self.observe(key);
+                if self.key.is_some_and(|k| k.held_by(self.me)) {
+                    if awaited {
+                        self.failed(now);
+                    }
+                } else {
+                    self.releasing = false;
+                }
             }
             (LeaseOp::ReadKey, EtcdReply::Key(key)) => {
                 self.observe(key);
@@ -868,18 +978,25 @@ impl Lease {
         slot.last_ok = Some(slot.last_ok.map_or(sent, |t| t.max(sent)));
     }
 
-    /// A txn of ours put the key at `revision`.
-    fn mine(&mut self, revision: u64) {
+    /// A txn of ours put the key (created at `created`) at `revision`: it is ours, held with
+    /// the fencing token `token` unless the node is stepping down.
+    fn taken(&mut self, token: u64, revision: u64, created: u64) {
+        if !self.releasing {
+            self.holding = Some(token);
+        }
+        self.created = Some(created);
         let me = self.me;
         self.observe(LeaderKey::Held {
             holder: me,
             revision,
+            created,
         });
     }
 
     /// The key is not known any more: read it at once.
     fn forget_key(&mut self) {
         self.key = None;
+        self.created = None;
         let read = self.slot(Kind::Read);
         read.last_sent = None;
         read.last_ok = None;
@@ -892,9 +1009,15 @@ impl Lease {
         }
         self.seen_revision = key.revision();
         self.key = Some(key);
-        if self.holding.is_some() && !key.held_by(self.me) {
-            self.stop(StopReason::KeyLost { key });
-            self.holding = None;
+        // Still the key this run took or confirmed? A key with my name created anew is not.
+        let ours = matches!(key, LeaderKey::Held { holder, created, .. }
+            if holder == self.me && Some(created) == self.created);
+        if !ours {
+            self.created = None;
+            if self.holding.is_some() {
+                self.stop(StopReason::KeyLost { key });
+                self.holding = None;
+            }
         }
         if matches!(key, LeaderKey::Absent { .. }) && self.candidate {
             self.slot(Kind::Txn).last_sent = None;
@@ -928,9 +1051,12 @@ impl Lease {
                 }
                 return;
             }
-            (None, Some(LeaderKey::Held { holder, revision })) if holder != self.me => {
-                Told::Leader(holder, revision)
-            }
+            (
+                None,
+                Some(LeaderKey::Held {
+                    holder, revision, ..
+                }),
+            ) if holder != self.me => Told::Leader(holder, revision),
             (None, Some(LeaderKey::Absent { revision })) => Told::NoLeader(revision),
             (None, Some(LeaderKey::Unreadable { revision })) => Told::Unreadable(revision),
             _ => return,

@@ -375,6 +375,7 @@ fn a_lease_holder_and_a_follower_in_steady_state_allocate_nothing() {
         _ => EtcdReply::Key(LeaderKey::Held {
             holder: me,
             revision: 10,
+            created: 10,
         }),
     };
     let mut follower = Lease::new(config, Name::new("db1").unwrap());

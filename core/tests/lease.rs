@@ -26,8 +26,8 @@ fn name(s: &str) -> Name {
 #[derive(Default)]
 struct Etcd {
     revision: u64,
-    /// Holder, lease, mod_revision.
-    key: Option<(Name, LeaseId, u64)>,
+    /// Holder, lease, mod_revision, create_revision.
+    key: Option<(Name, LeaseId, u64, u64)>,
     /// Lease, expiry, TTL.
     leases: Vec<(LeaseId, u64, u64)>,
 }
@@ -35,7 +35,11 @@ struct Etcd {
 impl Etcd {
     fn view(&self) -> LeaderKey {
         match self.key {
-            Some((holder, _, revision)) => LeaderKey::Held { holder, revision },
+            Some((holder, _, revision, created)) => LeaderKey::Held {
+                holder,
+                revision,
+                created,
+            },
             None => LeaderKey::Absent {
                 revision: self.revision,
             },
@@ -44,7 +48,7 @@ impl Etcd {
 
     fn expire(&mut self, now: u64) {
         self.leases.retain(|&(_, exp, _)| exp > now);
-        if let Some((_, lease, _)) = self.key
+        if let Some((_, lease, _, _)) = self.key
             && !self.leases.iter().any(|l| l.0 == lease)
         {
             self.key = None;
@@ -61,7 +65,8 @@ impl Etcd {
             return EtcdReply::Error(EtcdFault::Refused);
         }
         self.revision += 1;
-        self.key = Some((me, lease, self.revision));
+        let created = self.key.map_or(self.revision, |k| k.3);
+        self.key = Some((me, lease, self.revision, created));
         EtcdReply::TxnSucceeded {
             revision: self.revision,
         }
@@ -69,7 +74,16 @@ impl Etcd {
 
     fn answer(&mut self, now: u64, me: Name, op: LeaseOp) -> EtcdReply {
         self.expire(now);
-        let mine = matches!(self.key, Some((h, _, _)) if h == me);
+        let holds = |c: KeyCompare| match (self.key, c) {
+            (None, KeyCompare::ValueIsMe) => false,
+            (None, KeyCompare::Created(r) | KeyCompare::Modified(r)) => r == 0,
+            (None, KeyCompare::Lease(l)) => l.0 == 0,
+            (Some((h, _, _, _)), KeyCompare::ValueIsMe) => h == me,
+            (Some((_, _, m, _)), KeyCompare::Modified(r)) => m == r,
+            (Some((_, _, _, c)), KeyCompare::Created(r)) => c == r,
+            (Some((_, l, _, _)), KeyCompare::Lease(lease)) => l == lease,
+        };
+        let hold = op.compares().into_iter().flatten().all(holds);
         match op {
             LeaseOp::Grant { ttl_ms } => {
                 let lease = LeaseId(100 + self.leases.len() as i64 + self.revision as i64);
@@ -83,18 +97,24 @@ impl Etcd {
                 }
                 None => EtcdReply::Gone,
             },
-            LeaseOp::Acquire { lease } if self.key.is_none() => self.put(me, lease),
-            LeaseOp::Renew { lease } if mine => self.put(me, lease),
-            LeaseOp::Delete if mine => {
+            LeaseOp::Acquire { lease }
+            | LeaseOp::Renew { lease, .. }
+            | LeaseOp::Confirm { lease, .. }
+                if hold =>
+            {
+                self.put(me, lease)
+            }
+            LeaseOp::Delete { .. } if hold => {
                 self.revision += 1;
                 self.key = None;
                 EtcdReply::TxnSucceeded {
                     revision: self.revision,
                 }
             }
-            LeaseOp::Acquire { .. } | LeaseOp::Renew { .. } | LeaseOp::Delete => {
-                EtcdReply::TxnFailed { key: self.view() }
-            }
+            LeaseOp::Acquire { .. }
+            | LeaseOp::Renew { .. }
+            | LeaseOp::Confirm { .. }
+            | LeaseOp::Delete { .. } => EtcdReply::TxnFailed { key: self.view() },
             LeaseOp::Revoke { lease } => {
                 self.leases.retain(|l| l.0 != lease);
                 self.expire(now);
@@ -381,7 +401,7 @@ fn a_value_mismatch_on_renew_means_must_stop_writing_at_once() {
     // The key changes hands behind the holder's back (an operator's delete, another's txn).
     etcd.revision += 1;
     etcd.leases.push((LeaseId(7), u64::MAX, 10 * SEC));
-    etcd.key = Some((name("db9"), LeaseId(7), etcd.revision));
+    etcd.key = Some((name("db9"), LeaseId(7), etcd.revision, etcd.revision));
     now = a.lease.poll_timeout().unwrap().as_millis();
     a.timeout(now);
     let (_, renew) = a
@@ -449,6 +469,45 @@ fn a_lease_that_etcd_says_is_gone_stops_the_holder_and_a_new_lease_takes_the_key
     assert_ne!(a.lease.lease_id(), Some(old));
     assert!(a.lease.may_write(), "{:?}", a.decisions);
     assert_eq!(etcd.key.unwrap().1, a.lease.lease_id().unwrap());
+}
+
+#[test]
+fn a_step_downs_delete_removes_only_the_version_it_saw_and_follows_a_renewal_that_landed_first() {
+    let (mut etcd, mut now) = (Etcd::default(), 0);
+    let mut a = holder(&mut etcd, &mut now);
+    let seen = a.lease.key().unwrap().revision();
+    a.handle(now, LeaseEvent::Release);
+    let i = a
+        .pending
+        .iter()
+        .position(|(_, c)| matches!(c.op, LeaseOp::Delete { .. }))
+        .expect("a delete");
+    let (_, delete) = a.pending.remove(i);
+    assert!(
+        matches!(delete.op, LeaseOp::Delete { seen: s, .. } if s == seen),
+        "{delete:?} {seen}"
+    );
+    // A renewal sent before the step-down lands first: the key's version moves on.
+    etcd.revision += 1;
+    if let Some(k) = etcd.key.as_mut() {
+        k.2 = etcd.revision;
+    }
+    let reply = etcd.answer(now, a.me, delete.op);
+    assert!(matches!(reply, EtcdReply::TxnFailed { .. }), "{reply:?}");
+    a.reply(now, delete.id, reply);
+    assert!(etcd.key.is_some());
+    // Still my name, at a newer version: that one is deleted, after the retry pause.
+    let t = now;
+    run(&mut a, &mut etcd, &mut now, t + 5 * SEC);
+    assert!(etcd.key.is_none());
+    assert!(!a.lease.may_write());
+    // The first delete, repeated late after the key was taken again, leaves it.
+    a.handle(now, LeaseEvent::Candidate(true));
+    run(&mut a, &mut etcd, &mut now, t + 10 * SEC);
+    assert!(a.lease.may_write());
+    let reply = etcd.answer(now, a.me, delete.op);
+    assert!(matches!(reply, EtcdReply::TxnFailed { .. }), "{reply:?}");
+    assert_eq!(etcd.key.map(|k| k.0), Some(a.me));
 }
 
 #[test]
@@ -657,7 +716,8 @@ fn a_key_with_this_nodes_name_is_led_only_after_a_renewal_confirms_it() {
         !a.lease.may_write(),
         "not before a txn says the key is ours"
     );
-    // It leads once a renewal under "value == me" has confirmed the key.
+    // It leads once a `Confirm` (value == me, mod_revision == the version read) has taken the
+    // key over.
     let t = now;
     let mut ops = Vec::new();
     while !a.lease.may_write() && now < t + 5 * SEC {
@@ -667,7 +727,7 @@ fn a_key_with_this_nodes_name_is_led_only_after_a_renewal_confirms_it() {
         a.timeout(now);
     }
     assert!(a.lease.may_write(), "{ops:?}");
-    assert!(ops.iter().any(|op| matches!(op, LeaseOp::Renew { .. })));
+    assert!(ops.iter().any(|op| matches!(op, LeaseOp::Confirm { .. })));
     // A member that is not a candidate leaves such a key alone until the node releases it.
     let mut b = Member::new("db0");
     b.handle(now, LeaseEvent::Start);

@@ -27,11 +27,17 @@
 //! 9. the timeline split-brain rule never stops both masters.
 //!
 //! Run one seed with `PGHA_SIM_SEED=1234 cargo test -p pgha-sim --test sim -- one_seed`.
+//!
+//! The etcd-lease mode (issue 13) has a simulation of its own: real `Lease` machines against a
+//! model of etcd ([`etcd`], [`lease_world`], [`run_lease_seed`]; docs/simulator.md, "The lease
+//! simulation").
 
 mod actions;
 mod clients;
+pub mod etcd;
 mod faults;
 mod invariants;
+pub mod lease_world;
 mod network;
 mod postgres;
 mod rng;
@@ -46,6 +52,8 @@ pub use postgres::{
 };
 pub use rng::Rng;
 pub use world::{NodeRun, Scenario, Stats, TraceItem, TraceLine, World};
+
+pub use lease_world::{LeaseFault, LeaseOutcome, LeaseScenario, LeaseStats, LeaseWorld};
 
 use pgha_core::{OperatorRequest, Timestamp};
 
@@ -131,6 +139,12 @@ pub fn settle_ms(s: &Scenario) -> u64 {
 pub fn timings(fast: bool) -> pgha_core::Config {
     let c = pgha_core::Config::ha_pair("db0", 0, "db1", 1);
     if fast { c.fast() } else { c }
+}
+
+/// Runs one seed of the lease simulation (issue 13: `Lease` machines against a modelled
+/// etcd, docs/simulator.md, "The lease simulation") to the end and checks liveness.
+pub fn run_lease_seed(seed: u64, record: bool) -> LeaseOutcome {
+    lease_world::run(seed, record)
 }
 
 /// Runs one seed to the end and checks liveness. `record` keeps the full trace and the

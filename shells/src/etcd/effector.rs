@@ -11,7 +11,7 @@
 //!   its failure branch read it ([`EtcdReply::TxnFailed`]).
 
 use pgha_core::lease::{
-    EtcdFault, EtcdReply, LeaderKey, LeaseCommand, LeaseEvent, LeaseId, LeaseOp, Name,
+    EtcdFault, EtcdReply, KeyCompare, LeaderKey, LeaseCommand, LeaseEvent, LeaseId, LeaseOp, Name,
 };
 
 use super::{Compare, EtcdError, Gateway, Header, KeepAlive, KeyValue, Op};
@@ -31,7 +31,11 @@ pub fn leader_key_view(header: &Header, kv: Option<&KeyValue>) -> LeaderKey {
     };
     let revision = revision(kv.mod_revision);
     match std::str::from_utf8(&kv.value).ok().and_then(Name::new) {
-        Some(holder) => LeaderKey::Held { holder, revision },
+        Some(holder) => LeaderKey::Held {
+            holder,
+            revision,
+            created: self::revision(kv.create_revision),
+        },
         None => LeaderKey::Unreadable { revision },
     }
 }
@@ -112,11 +116,10 @@ impl Effector {
                 },
                 KeepAlive::Gone => EtcdReply::Gone,
             },
-            LeaseOp::Acquire { lease } => {
-                self.txn(Compare::CreateRevision(self.key.clone(), 0), Some(lease))?
-            }
-            LeaseOp::Renew { lease } => self.txn(self.is_me(), Some(lease))?,
-            LeaseOp::Delete => self.txn(self.is_me(), None)?,
+            LeaseOp::Acquire { .. }
+            | LeaseOp::Renew { .. }
+            | LeaseOp::Confirm { .. }
+            | LeaseOp::Delete { .. } => self.txn(op)?,
             LeaseOp::Revoke { lease } => {
                 g.lease_revoke(lease.0)?;
                 EtcdReply::Revoked
@@ -128,15 +131,29 @@ impl Effector {
         })
     }
 
-    fn is_me(&self) -> Compare {
-        Compare::Value(self.key.clone(), self.me.as_str().as_bytes().to_vec())
+    /// The core's compare as etcd's, on the leader key.
+    fn compare(&self, c: KeyCompare) -> Compare {
+        let key = self.key.clone();
+        let int = |r: u64| i64::try_from(r).unwrap_or(i64::MAX);
+        match c {
+            KeyCompare::Created(r) => Compare::CreateRevision(key, int(r)),
+            KeyCompare::Modified(r) => Compare::ModRevision(key, int(r)),
+            KeyCompare::ValueIsMe => Compare::Value(key, self.me.as_str().as_bytes().to_vec()),
+            KeyCompare::Lease(lease) => Compare::Lease(key, lease.0),
+        }
     }
 
-    /// A leader-key txn: if `compare`, put my name bound to `lease` (or, without a lease,
-    /// delete the key); else read the key.
-    fn txn(&mut self, compare: Compare, lease: Option<LeaseId>) -> Result<EtcdReply, EtcdError> {
+    /// A leader-key txn: if every compare of `op` holds, put my name bound to its lease (or,
+    /// for a delete, delete the key); else read the key.
+    fn txn(&mut self, op: LeaseOp) -> Result<EtcdReply, EtcdError> {
+        let compares: Vec<Compare> = op
+            .compares()
+            .into_iter()
+            .flatten()
+            .map(|c| self.compare(c))
+            .collect();
         let key = self.key.clone();
-        let success = match lease {
+        let success = match op.puts_with() {
             Some(lease) => Op::Put {
                 key: key.clone(),
                 value: self.me.as_str().as_bytes().to_vec(),
@@ -146,7 +163,7 @@ impl Effector {
         };
         let r = self
             .gateway
-            .txn(&[compare], &[success], &[Op::Get { key }])?;
+            .txn(&compares, &[success], &[Op::Get { key }])?;
         Ok(if r.succeeded {
             EtcdReply::TxnSucceeded {
                 revision: revision(r.header.revision),

@@ -41,7 +41,7 @@ fn run(e: &mut Effector, op: LeaseOp) -> EtcdReply {
 fn the_effector_maps_a_keepalive_without_ttl_to_gone_and_a_failed_renewal_to_the_holder_read() {
     let gone = leak(format!(r#"{{"result":{{{},"ID":"9"}}}}"#, header(2)));
     let failed = leak(format!(
-        r#"{{{},"responses":[{{"response_range":{{"kvs":[{{"key":"{}","mod_revision":"6","value":"{}"}}]}}}}]}}"#,
+        r#"{{{},"responses":[{{"response_range":{{"kvs":[{{"key":"{}","create_revision":"5","mod_revision":"6","value":"{}"}}]}}}}]}}"#,
         header(2),
         B64.encode(leader_key("t")),
         B64.encode("db1"),
@@ -63,11 +63,12 @@ fn the_effector_maps_a_keepalive_without_ttl_to_gone_and_a_failed_renewal_to_the
     let lease = LeaseId(9);
     assert_eq!(run(&mut e, LeaseOp::KeepAlive { lease }), EtcdReply::Gone);
     assert_eq!(
-        run(&mut e, LeaseOp::Renew { lease }),
+        run(&mut e, LeaseOp::Renew { lease, created: 4 }),
         EtcdReply::TxnFailed {
             key: LeaderKey::Held {
                 holder: name("db1"),
-                revision: 6
+                revision: 6,
+                created: 5,
             }
         }
     );
@@ -85,6 +86,11 @@ fn the_effector_maps_a_keepalive_without_ttl_to_gone_and_a_failed_renewal_to_the
     let renew: Value = serde_json::from_str(&bodies[1]).unwrap();
     assert_eq!(renew["compare"][0]["target"], "VALUE");
     assert_eq!(renew["compare"][0]["value"], B64.encode("db0"));
+    assert_eq!(renew["compare"][1]["target"], "CREATE");
+    assert_eq!(renew["compare"][1]["create_revision"], "4");
+    assert_eq!(renew["compare"][2]["target"], "LEASE");
+    assert_eq!(renew["compare"][2]["lease"], "9");
+    assert_eq!(renew["compare"].as_array().map(Vec::len), Some(3));
     assert_eq!(
         renew["success"][0]["request_put"]["key"],
         B64.encode("/pgha/t/leader")
@@ -121,7 +127,10 @@ fn the_effector_maps_errors_to_could_not_tell_never_to_lost() {
     );
     for op in [
         LeaseOp::KeepAlive { lease: LeaseId(3) },
-        LeaseOp::Renew { lease: LeaseId(3) },
+        LeaseOp::Renew {
+            lease: LeaseId(3),
+            created: 2,
+        },
         LeaseOp::ReadKey,
     ] {
         assert_eq!(run(&mut e, op), EtcdReply::Error(EtcdFault::Unreachable));
@@ -448,7 +457,8 @@ fn a_watch_reports_each_change_of_the_leader_key_in_order_and_resumes_after_the_
         vec![
             LeaderKey::Held {
                 holder: name("db0"),
-                revision: start
+                revision: start,
+                created: start,
             },
             LeaderKey::Absent {
                 revision: start + 1
@@ -501,4 +511,120 @@ fn a_watch_that_is_not_a_created_stream_is_garbage_named_with_its_endpoint() {
         "{e}"
     );
     s.handle.join().unwrap();
+}
+
+/// The leader key as etcd has it: value, create_revision, mod_revision, lease.
+fn stored(g: &mut Gateway) -> Option<(Vec<u8>, i64, i64, i64)> {
+    let kv = g.get(&leader_key("t")).unwrap().1?;
+    Some((kv.value, kv.create_revision, kv.mod_revision, kv.lease))
+}
+
+fn granted(e: &mut Effector) -> LeaseId {
+    match run(e, LeaseOp::Grant { ttl_ms: 60_000 }) {
+        EtcdReply::Granted { lease, .. } => lease,
+        other => panic!("no lease: {other:?}"),
+    }
+}
+
+fn succeeded(reply: EtcdReply) -> u64 {
+    match reply {
+        EtcdReply::TxnSucceeded { revision } => revision,
+        other => panic!("the txn failed: {other:?}"),
+    }
+}
+
+/// The second lease bug the simulation found (docs/simulator.md): a renewal from a crashed run
+/// must not bind the key back to its lease once the restarted run confirmed it with its own.
+/// Checks etcd (3.4) evaluates the `LEASE` compare the effector sends.
+#[test]
+fn a_renewal_under_another_lease_is_refused_once_a_restarted_run_confirmed_the_key() {
+    let etcd = start_etcd();
+    let mut e = effector(&[etcd.client], "db0");
+    let (old, new) = (granted(&mut e), granted(&mut e));
+    let created = succeeded(run(&mut e, LeaseOp::Acquire { lease: old }));
+    let mut g = Gateway::new(vec![etcd.client], Duration::from_secs(5));
+    assert_eq!(
+        stored(&mut g),
+        Some((b"db0".to_vec(), created as i64, created as i64, old.0))
+    );
+    // The restarted run confirms the version it read, under its new lease.
+    let seen = succeeded(run(
+        &mut e,
+        LeaseOp::Renew {
+            lease: old,
+            created,
+        },
+    ));
+    let confirmed = succeeded(run(
+        &mut e,
+        LeaseOp::Confirm {
+            lease: new,
+            seen,
+            created,
+        },
+    ));
+    // The dead run's renewal and confirm come late: refused, the key stays bound to the new lease.
+    for late in [
+        LeaseOp::Renew {
+            lease: old,
+            created,
+        },
+        LeaseOp::Confirm {
+            lease: old,
+            seen,
+            created,
+        },
+    ] {
+        assert!(
+            matches!(
+                run(&mut e, late),
+                EtcdReply::TxnFailed {
+                    key: LeaderKey::Held { revision, created: c, .. }
+                } if revision == confirmed && c == created
+            ),
+            "{late:?}"
+        );
+    }
+    assert_eq!(
+        stored(&mut g),
+        Some((b"db0".to_vec(), created as i64, confirmed as i64, new.0))
+    );
+    let renewed = succeeded(run(
+        &mut e,
+        LeaseOp::Renew {
+            lease: new,
+            created,
+        },
+    ));
+    assert!(renewed > confirmed);
+}
+
+/// The first lease bug the simulation found: a step-down's delete applied late, after the member
+/// took the key again, must not delete the new key.
+#[test]
+fn a_late_delete_from_a_step_down_leaves_the_key_the_member_took_again() {
+    let etcd = start_etcd();
+    let mut e = effector(&[etcd.client], "db0");
+    let lease = granted(&mut e);
+    let first = succeeded(run(&mut e, LeaseOp::Acquire { lease }));
+    let delete = LeaseOp::Delete {
+        seen: first,
+        created: first,
+    };
+    // The step-down's delete (its answer lost, retried: the same request twice).
+    let deleted = succeeded(run(&mut e, delete));
+    let mut g = Gateway::new(vec![etcd.client], Duration::from_secs(5));
+    assert_eq!(stored(&mut g), None);
+    let again = succeeded(run(&mut e, LeaseOp::Acquire { lease }));
+    assert!(again > deleted);
+    assert!(matches!(
+        run(&mut e, delete),
+        EtcdReply::TxnFailed {
+            key: LeaderKey::Held { revision, created, .. }
+        } if revision == again && created == again
+    ));
+    assert_eq!(
+        stored(&mut g),
+        Some((b"db0".to_vec(), again as i64, again as i64, lease.0))
+    );
 }

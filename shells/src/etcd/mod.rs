@@ -65,10 +65,14 @@ pub struct KeyValue {
 pub enum Compare {
     /// The key's create revision: 0 means the key does not exist.
     CreateRevision(Vec<u8>, i64),
-    /// The key's last modification revision: compare-and-swap of shared keys.
+    /// The key's last modification revision: compare-and-swap of shared keys, and the leader
+    /// key's confirm and delete act only on the version seen.
     ModRevision(Vec<u8>, i64),
-    /// The key's value: renew or delete the leader key only under "value == me".
+    /// The key's value: the leader key's renew, confirm and delete need "value == me".
     Value(Vec<u8>, Vec<u8>),
+    /// The lease the key is bound to (0: none, or no key): the holder renews only a key bound
+    /// to its own lease.
+    Lease(Vec<u8>, i64),
 }
 
 /// A txn's operation.
@@ -575,6 +579,10 @@ fn compare_json(c: &Compare) -> Value {
         Compare::Value(k, v) => json!({
             "key": B64.encode(k), "target": "VALUE", "result": "EQUAL",
             "value": B64.encode(v)
+        }),
+        Compare::Lease(k, l) => json!({
+            "key": B64.encode(k), "target": "LEASE", "result": "EQUAL",
+            "lease": l.to_string()
         }),
     }
 }
