@@ -3,15 +3,7 @@
 //! 0), `COUNT` (default 10,000), `GHOSTS=1` to let a crashed run's requests reach etcd:
 //! `cargo run --release -p pgha-sim --example failing_lease_seeds > failing.txt`.
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
-        })
-        .unwrap_or(default)
-}
+use pgha_sim::env_u64;
 
 fn main() {
     let first = env_u64("FIRST", 0);

@@ -2,15 +2,7 @@
 //! check needs (docs/simulator.md). `FIRST` (default 0) and `COUNT` (default 10,000):
 //! `cargo run --release -p pgha-sim --example failing_seeds > failing.txt`.
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
-        })
-        .unwrap_or(default)
-}
+use pgha_sim::env_u64;
 
 fn main() {
     let first = env_u64("FIRST", 0);

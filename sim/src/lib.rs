@@ -266,3 +266,15 @@ pub fn run_scenario(seed: u64, sc: Scenario, rng: Rng, record: bool) -> Outcome 
         world: w,
     }
 }
+
+/// An unsigned number from the environment variable `name` (`default` when unset), for the
+/// examples' `FIRST`, `COUNT`, `GHOSTS`; a value that is not a number stops with its name.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+        })
+        .unwrap_or(default)
+}
